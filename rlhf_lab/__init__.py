@@ -1,0 +1,37 @@
+"""rlhf-lab: a Jupyter-first lab for the whole RLHF loop.
+
+    import rlhf_lab as lab
+    policy = lab.load_policy()                      # embedded SmolLM2-135M-Instruct, offline
+    prefs = lab.load_preferences("prefs.jsonl")     # any supported format, validated
+
+Names are imported lazily so `rlhf-lab version` and `import rlhf_lab` stay fast.
+"""
+
+from __future__ import annotations
+
+import importlib
+
+__version__ = "0.1.0"
+
+_EXPORTS = {
+    "load_policy": "models", "load_reward_model": "models", "tiny_model": "models",
+    "Policy": "models", "RewardModel": "models", "ModelBundle": "models",
+    "as_policy": "models", "as_reward_model": "models",
+    "load_sft": "data", "load_preferences": "data", "load_prompts": "data", "load_ratings": "data",
+    "validate": "data", "DataError": "data",
+    "starter_data": "starter",
+    "RunConfig": "config", "load_config": "config", "ConfigError": "config",
+}  # fmt: skip
+__all__ = sorted(_EXPORTS) + ["__version__"]
+
+
+def __getattr__(name: str):
+    if name in _EXPORTS:
+        value = getattr(importlib.import_module(f".{_EXPORTS[name]}", __name__), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'rlhf_lab' has no attribute {name!r}")
+
+
+def __dir__():
+    return __all__

@@ -1,0 +1,131 @@
+"""`rlhf-lab` command line: thin argparse subcommands over the same functions the notebooks call."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from importlib import metadata
+
+from . import __version__
+
+DATA_KINDS = ("preference", "sft", "prompts", "ratings")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not hasattr(args, "handler"):
+        parser.print_help()
+        return 2
+    try:
+        return args.handler(args) or 0
+    except (ValueError, FileNotFoundError, ModuleNotFoundError, KeyError) as err:
+        # Known user errors (bad config, missing file, unknown key): one readable line, no traceback.
+        print(f"rlhf-lab {args.command}: error: {err}", file=sys.stderr)
+        return 1
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="rlhf-lab", description="A Jupyter-first lab for RLHF.")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    version = sub.add_parser("version", help="print the versions of rlhf-lab and its engines")
+    version.set_defaults(handler=_version)
+
+    validate = sub.add_parser("validate", help="check a data file and list every bad row")
+    validate.add_argument("file", help="JSONL, JSON, CSV or Parquet file")
+    validate.add_argument("--kind", required=True, choices=DATA_KINDS, help="what the file holds")
+    validate.set_defaults(handler=_validate)
+
+    models = sub.add_parser("models", help="embedded models and their cache")
+    models_sub = models.add_subparsers(dest="models_command", metavar="ACTION", required=True)
+    models_sub.add_parser("list", help="list the embedded models").set_defaults(handler=_models_list)
+    convert = models_sub.add_parser("convert", help="convert an embedded model into the cache now")
+    convert.add_argument("name", nargs="?", default=None, help="embedded model name (default: the policy)")
+    convert.set_defaults(handler=_models_convert)
+    info = models_sub.add_parser("cache-info", help="where the cache is and what it holds")
+    info.add_argument("--json", action="store_true", help="print JSON")
+    info.set_defaults(handler=_models_cache_info)
+
+    demo = sub.add_parser("demo", help="load the embedded policy, answer held-out prompts, write runs/demo")
+    _add_config_args(demo)
+    demo.set_defaults(handler=_demo)
+    return parser
+
+
+def _add_config_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--config", default=None, help="YAML config file")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                        help="override one config field (repeatable)")  # fmt: skip
+
+
+def _version(args) -> int:
+    print(f"rlhf-lab {__version__}")
+    for dist in ("torch", "transformers", "trl", "peft", "datasets", "accelerate"):
+        try:
+            print(f"{dist} {metadata.version(dist)}")
+        except metadata.PackageNotFoundError:
+            print(f"{dist} not installed")
+    return 0
+
+
+def _validate(args) -> int:
+    from .data import validate
+
+    report = validate(args.file, args.kind)
+    print(report)
+    return 0 if report.ok else 1
+
+
+def _models_list(args) -> int:
+    from .embedded import EMBEDDED, is_cached
+
+    print(f"{'name':24} {'kind':8} {'package':22} cached")
+    for name, model in EMBEDDED.items():
+        cached = "yes" if not model.is_gguf or is_cached(name) else "no (converted on first load)"
+        print(f"{name:24} {model.kind:8} {model.distribution:22} {cached}")
+    print("also: tiny-causal, tiny-reward (rlhf_lab.tiny_model), any local folder, .gguf file or hub id")
+    return 0
+
+
+def _models_convert(args) -> int:
+    from .embedded import EMBEDDED, convert_gguf, resolve_name
+
+    name = resolve_name(args.name)
+    if name is None:
+        raise KeyError(f"'{args.name}' is not an embedded model; choose one of: {', '.join(EMBEDDED)}")
+    if not EMBEDDED[name].is_gguf:
+        print(f"{name} ships as a ready checkpoint; nothing to convert")
+        return 0
+    print(convert_gguf(name))
+    return 0
+
+
+def _models_cache_info(args) -> int:
+    from .embedded import cache_info
+
+    info = cache_info()
+    if args.json:
+        print(json.dumps(info, indent=2))
+        return 0
+    print(f"cache: {info['cache_dir']}  (set RLHF_LAB_CACHE to move it)")
+    for m in info["models"]:
+        size = f"{m['bytes'] / 2**20:.0f} MiB" if m["bytes"] else "-"
+        print(f"  {m['name']:24} cached={'yes' if m['cached'] else 'no':3} {size:>9}  {m['path']}")
+    return 0
+
+
+def _demo(args) -> int:
+    from .config import load_config
+    from .demo import DemoConfig, run_demo
+
+    config = load_config(DemoConfig, args.config, args.overrides)
+    if config.run_name is None:
+        config.run_name = "demo"
+    run_demo(config)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,181 @@
+"""Run configs: a base dataclass every stage config extends, YAML round trip, `--set k=v` overrides.
+
+The helpers work on any dataclass (TRL's configs are dataclasses too), so one loader serves
+every stage: `load_config(SFTConfig, "configs/sft.yaml", ["learning_rate=1e-4"])`.
+An unknown key is an error with a did-you-mean, never silently ignored.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import random
+import time
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+import yaml
+
+T = TypeVar("T")
+
+
+class ConfigError(ValueError):
+    """A config file or override that cannot be applied; the message says where and how to fix it."""
+
+
+@dataclass
+class RunConfig:
+    """What every run has: where it writes, what it is called, its seed and how it logs."""
+
+    output_dir: str = field(default="runs", metadata={"help": "Folder under which the run folder is created."})
+    run_name: str | None = field(
+        default=None, metadata={"help": "Run folder name; default: '<stage>-<YYYYmmdd-HHMMSS>'."}
+    )
+    seed: int = field(default=0, metadata={"help": "Seed for Python, NumPy and torch."})
+    logging_steps: int = field(default=10, metadata={"help": "Log metrics every N steps."})
+    log_level: str = field(default="info", metadata={"help": "debug, info, warning or error."})
+
+    def __post_init__(self):
+        if self.logging_steps < 1:
+            raise ConfigError(f"logging_steps must be at least 1, got {self.logging_steps}")
+        if self.log_level not in ("debug", "info", "warning", "error"):
+            raise ConfigError(f"log_level must be debug, info, warning or error, got {self.log_level!r}")
+
+    def run_dir(self, stage: str = "run") -> Path:
+        """The run folder: output_dir/run_name (a timestamped name when none is set)."""
+        name = self.run_name or f"{stage}-{time.strftime('%Y%m%d-%H%M%S')}"
+        return Path(self.output_dir) / name
+
+
+def to_dict(config: Any) -> dict:
+    """The config's fields as plain YAML-safe values."""
+    return {f.name: _plain(getattr(config, f.name)) for f in dataclasses.fields(config) if f.init}
+
+
+def to_yaml(config: Any, path: str | Path | None = None) -> str:
+    """Dump the config as YAML; also write it to `path` when given."""
+    text = yaml.safe_dump(to_dict(config), sort_keys=False, allow_unicode=True)
+    if path is not None:
+        Path(path).write_text(text, encoding="utf-8")
+    return text
+
+
+def from_dict(cls: type[T], values: dict, *, source: str = "config") -> T:
+    """Build `cls` from a dict, rejecting unknown keys with a did-you-mean."""
+    names = [f.name for f in dataclasses.fields(cls) if f.init]
+    for key in values:
+        if key not in names:
+            raise ConfigError(f"{source}: unknown key '{key}' for {cls.__name__}{_did_you_mean(key, names)}")
+    hints = _type_hints(cls)
+    converted = {k: _coerce(v, hints.get(k), key=k, source=source) for k, v in values.items()}
+    try:
+        return cls(**converted)
+    except ConfigError as err:
+        raise ConfigError(f"{source}: {err}") from err
+
+
+def from_yaml(cls: type[T], path: str | Path) -> T:
+    """Read a YAML file into `cls`; errors name the file."""
+    path = Path(path)
+    try:
+        values = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except FileNotFoundError as err:
+        raise ConfigError(f"config file not found: {path}") from err
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        where = f", line {mark.line + 1}" if mark else ""
+        raise ConfigError(f"{path}{where}: not valid YAML ({getattr(err, 'problem', err)})") from err
+    if not isinstance(values, dict):
+        raise ConfigError(f"{path}: expected a mapping of key: value, got {type(values).__name__}")
+    return from_dict(cls, values, source=str(path))
+
+
+def apply_overrides(config: T, overrides: list[str] | None) -> T:
+    """A copy of `config` with `key=value` overrides; values are parsed as YAML ("1e-4", "true", "[1, 2]")."""
+    if not overrides:
+        return config
+    values = to_dict(config)
+    for item in overrides:
+        key, sep, raw = item.partition("=")
+        key = key.strip()
+        if not sep or not key:
+            raise ConfigError(f"--set {item!r}: expected key=value, e.g. --set seed=1")
+        if key not in values:
+            names = list(values)
+            raise ConfigError(f"--set {item!r}: unknown key '{key}' for {type(config).__name__}{_did_you_mean(key, names)}")
+        values[key] = _parse_value(raw)
+    return from_dict(type(config), values, source="--set")
+
+
+def load_config(cls: type[T], path: str | Path | None = None, overrides: list[str] | None = None) -> T:
+    """The one way configs are read: defaults, then a YAML file, then `--set` overrides."""
+    config = from_yaml(cls, path) if path is not None else cls()
+    return apply_overrides(config, overrides)
+
+
+def seed_everything(seed: int) -> None:
+    import numpy as np
+    import torch
+
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def _did_you_mean(key: str, names: list[str]) -> str:
+    close = difflib.get_close_matches(key, names, n=1, cutoff=0.6)
+    return f"; did you mean '{close[0]}'?" if close else f"; known keys: {', '.join(sorted(names))}"
+
+
+def _parse_value(raw: str) -> Any:
+    try:
+        return yaml.safe_load(raw)
+    except yaml.YAMLError:
+        return raw
+
+
+def _type_hints(cls) -> dict:
+    try:
+        return typing.get_type_hints(cls)
+    except Exception:  # exotic annotations in a third-party config: fall back to no coercion
+        return {}
+
+
+def _coerce(value: Any, hint: Any, *, key: str, source: str) -> Any:
+    """Light type coercion from YAML values to the field's annotated type, with a clear error."""
+    if value is None or hint is None:
+        return value
+    options = typing.get_args(hint) if typing.get_origin(hint) in (typing.Union, types.UnionType) else (hint,)
+    options = [o for o in options if o is not type(None)]
+    if any(o is Any or typing.get_origin(o) is not None for o in options):
+        return value
+    for option in options:
+        if isinstance(value, option) and not (option is int and isinstance(value, bool)):
+            return value
+    for option in options:
+        if option is float and isinstance(value, int) and not isinstance(value, bool):
+            return float(value)
+        if option is float and isinstance(value, str):
+            try:
+                return float(value)
+            except ValueError:
+                pass
+        if option is str and isinstance(value, (int, float)):
+            return str(value)
+    wanted = " or ".join(getattr(o, "__name__", str(o)) for o in options)
+    raise ConfigError(f"{source}: '{key}' must be {wanted}, got {value!r}")
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, Path):
+        return str(value)
+    if hasattr(value, "value") and hasattr(type(value), "__members__"):  # an Enum
+        return value.value
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    return value

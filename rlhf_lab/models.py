@@ -1,0 +1,397 @@
+"""Models as bundles: a model and its tokenizer together, loaded offline by default.
+
+`load_policy()` gives the embedded SmolLM2-135M-Instruct; `load_reward_model()` puts a scalar
+head on a policy's backbone or on the embedded MiniLM encoder; `tiny_model()` builds a tiny
+random Llama for tests. Every stage takes one of these bundles (or a finished run) wherever it
+takes a model: `as_policy` / `as_reward_model` accept all of them.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from . import embedded, lora as lora_lib
+from .chat import Prompt, render_conversations, tokenize_prompts
+
+DTYPES = {
+    "float32": torch.float32, "fp32": torch.float32, "float16": torch.float16, "fp16": torch.float16,
+    "bfloat16": torch.bfloat16, "bf16": torch.bfloat16,
+}  # fmt: skip
+
+
+@dataclass
+class ModelBundle:
+    """A model and the tokenizer that goes with it."""
+
+    model: Any
+    tokenizer: Any
+    name: str = "model"
+    meta: dict = field(default_factory=dict)
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+    def save(self, path: str | Path) -> Path:
+        """Write the weights as safetensors (adapters only, with LoRA) and the tokenizer."""
+        path = Path(path)
+        path.mkdir(parents=True, exist_ok=True)
+        self.model.save_pretrained(path, safe_serialization=True)
+        self.tokenizer.save_pretrained(path)
+        return path
+
+    def num_parameters(self, trainable_only: bool = False) -> int:
+        return sum(p.numel() for p in self.model.parameters() if p.requires_grad or not trainable_only)
+
+    def __repr__(self) -> str:
+        params = self.num_parameters() / 1e6
+        return f"{type(self).__name__}(name={self.name!r}, params={params:.1f}M, device={self.device})"
+
+
+class Policy(ModelBundle):
+    """A causal LM that answers chat prompts."""
+
+    @torch.no_grad()
+    def generate(
+        self,
+        prompts: Prompt | Sequence[Prompt],
+        *,
+        max_new_tokens: int = 128,
+        temperature: float = 0.0,
+        top_p: float = 1.0,
+        top_k: int = 0,
+        repetition_penalty: float = 1.0,
+        seed: int | None = None,
+        batch_size: int = 16,
+        stop: Sequence[str] = (),
+        system_prompt: str | None = None,
+    ) -> list[str]:
+        """Complete each prompt (chat-templated, left-padded, batched); returns the new text only.
+
+        `temperature=0` is greedy decoding; a positive one samples (with `seed` for repeatability).
+        Text is cut at EOS and at the first of `stop`.
+        """
+        if isinstance(prompts, str) or _is_conversation(prompts):
+            prompts = [prompts]
+        sample = temperature > 0
+        if seed is not None:
+            torch.manual_seed(seed)
+        options = dict(
+            max_new_tokens=max_new_tokens,
+            do_sample=sample,
+            temperature=temperature if sample else None,
+            top_p=top_p if sample else None,
+            top_k=top_k if sample else None,
+            repetition_penalty=repetition_penalty,
+            pad_token_id=self.tokenizer.pad_token_id,
+            eos_token_id=self.tokenizer.eos_token_id,
+        )
+        was_training = self.model.training
+        self.model.eval()
+        outputs: list[str] = []
+        try:
+            for start in range(0, len(prompts), batch_size):
+                batch = tokenize_prompts(
+                    self.tokenizer, prompts[start : start + batch_size], system_prompt=system_prompt
+                ).to(self.device)
+                tokens = self.model.generate(**batch, **options)
+                new = tokens[:, batch["input_ids"].shape[1] :]
+                for text in self.tokenizer.batch_decode(new, skip_special_tokens=True):
+                    outputs.append(_cut_at_stop(text, stop))
+        finally:
+            self.model.train(was_training)
+        return outputs
+
+    def chat(self, message: Prompt, **sampling) -> str:
+        """Answer one message (a string or a conversation)."""
+        return self.generate([message], **sampling)[0]
+
+
+class RewardModel(ModelBundle):
+    """A sequence classifier with one output: a scalar score for (prompt, completion)."""
+
+    @torch.no_grad()
+    def score(
+        self, prompts: Sequence[Prompt], completions: Sequence[str], *, batch_size: int = 16, max_length: int = 1024
+    ) -> list[float]:
+        """Score each completion of its prompt. Text is re-tokenized with this model's tokenizer,
+        so any reward model pairs with any policy."""
+        if len(prompts) != len(completions):
+            raise ValueError(f"got {len(prompts)} prompts but {len(completions)} completions; pass one per prompt")
+        was_training = self.model.training
+        self.model.eval()
+        scores: list[float] = []
+        try:
+            for start in range(0, len(prompts), batch_size):
+                stop = start + batch_size
+                batch = self._encode(prompts[start:stop], completions[start:stop], max_length).to(self.device)
+                logits = self.model(**batch).logits
+                scores.extend(logits[:, 0].float().tolist())
+        finally:
+            self.model.train(was_training)
+        return scores
+
+    __call__ = score
+
+    def _encode(self, prompts, completions, max_length):
+        tok = self.tokenizer
+        if tok.chat_template:
+            texts = render_conversations(tok, prompts, completions)
+            return tok(texts, padding=True, truncation=True, max_length=max_length,
+                       add_special_tokens=False, return_tensors="pt")  # fmt: skip
+        # An encoder without a chat template reads (prompt, response) as a sentence pair.
+        firsts = [_plain_text(p) for p in prompts]
+        return tok(firsts, list(completions), padding=True, truncation=True, max_length=max_length,
+                   return_tensors="pt")  # fmt: skip
+
+
+# ---------------------------------------------------------------------------------------------
+# Loading
+
+
+def load_policy(
+    name: str | Path | None = None,
+    *,
+    lora: Any = None,
+    dtype: str | torch.dtype | None = None,
+    device: str | None = None,
+    quantize: str | None = None,
+    trust_remote_code: bool = False,
+    **hf_kwargs,
+) -> Policy:
+    """Load a chat policy.
+
+    `name`: None or "smollm2-135m-instruct" (the embedded default, offline), a local checkpoint
+    folder, a LoRA adapter folder, a `.gguf` file, or a hub id (the only case that may use the
+    network). `lora`: True, a rank, a dict of `peft.LoraConfig` fields or a `LoraConfig`.
+    `quantize="4bit"` loads with bitsandbytes for QLoRA and needs a CUDA GPU.
+    """
+    from transformers import AutoModelForCausalLM
+
+    model, tokenizer, label = _from_pretrained(
+        AutoModelForCausalLM, name, dtype=dtype, device=device, quantize=quantize,
+        trust_remote_code=trust_remote_code, **hf_kwargs,
+    )  # fmt: skip
+    if lora is not None and lora is not False:
+        model = lora_lib.apply_lora(model, lora, task="causal", quantized=quantize is not None)
+    return Policy(model=model, tokenizer=tokenizer, name=label)
+
+
+def load_reward_model(
+    name: str | Path | ModelBundle | None = None,
+    *,
+    lora: Any = None,
+    dtype: str | torch.dtype | None = None,
+    device: str | None = None,
+    trust_remote_code: bool = False,
+    **hf_kwargs,
+) -> RewardModel:
+    """A scalar reward head (`num_labels=1`) on a backbone.
+
+    `name`: None (the embedded policy's backbone), "all-minilm-l6-v2" (the embedded MiniLM
+    encoder), a local folder or hub id, or a loaded bundle (its trunk's weights are copied).
+    """
+    from transformers import AutoModelForSequenceClassification
+
+    if isinstance(name, ModelBundle) or hasattr(name, "model"):
+        model, tokenizer = _reward_head_on(name), name.tokenizer
+        label = f"{getattr(name, 'name', 'model')}+reward-head"
+        model.to(_pick_device(device))
+    else:
+        with _quiet_transformers():  # the new head is expected to be missing from the checkpoint
+            model, tokenizer, label = _from_pretrained(
+                AutoModelForSequenceClassification, name, dtype=dtype, device=device, quantize=None,
+                trust_remote_code=trust_remote_code, num_labels=1, **hf_kwargs,
+            )  # fmt: skip
+    model.config.pad_token_id = tokenizer.pad_token_id
+    if lora is not None and lora is not False:
+        model = lora_lib.apply_lora(model, lora, task="reward")
+    return RewardModel(model=model, tokenizer=tokenizer, name=label)
+
+
+def tiny_model(kind: str = "causal", seed: int = 0) -> Policy | RewardModel:
+    """A tiny random Llama (hidden 64, 2 layers) with the default tokenizer, for tests and CI.
+
+    The same `seed` always gives the same weights; the global RNG is left untouched.
+    """
+    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM, LlamaForSequenceClassification
+
+    if kind not in ("causal", "reward"):
+        raise ValueError(f"tiny_model kind must be 'causal' or 'reward', got {kind!r}")
+    tokenizer = AutoTokenizer.from_pretrained(embedded.embedded_path(), local_files_only=True)
+    prepare_tokenizer(tokenizer)
+    config = LlamaConfig(
+        vocab_size=len(tokenizer), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+        num_attention_heads=4, num_key_value_heads=4, max_position_embeddings=1024,
+        bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id, tie_word_embeddings=True, num_labels=1,
+    )  # fmt: skip
+    cls = LlamaForCausalLM if kind == "causal" else LlamaForSequenceClassification
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = cls(config)
+    model.eval()
+    if kind == "causal":
+        model.generation_config.pad_token_id = tokenizer.pad_token_id
+        return Policy(model=model, tokenizer=tokenizer, name=f"tiny-causal-seed{seed}")
+    return RewardModel(model=model, tokenizer=tokenizer, name=f"tiny-reward-seed{seed}")
+
+
+def as_policy(obj: Any) -> Policy:
+    """Accept a Policy, anything with `.model` and `.tokenizer` (a finished run), or a name/path."""
+    if isinstance(obj, Policy):
+        return obj
+    if hasattr(obj, "model") and hasattr(obj, "tokenizer"):
+        return Policy(model=obj.model, tokenizer=obj.tokenizer, name=getattr(obj, "name", "model"))
+    if obj is None or isinstance(obj, (str, Path)):
+        return load_policy(obj)
+    raise TypeError(f"expected a Policy, a run result, a path or a model name, got {type(obj).__name__}")
+
+
+def as_reward_model(obj: Any) -> RewardModel:
+    """Accept a RewardModel, anything with `.model` and `.tokenizer`, or a name/path."""
+    if isinstance(obj, RewardModel):
+        return obj
+    if hasattr(obj, "model") and hasattr(obj, "tokenizer"):
+        return RewardModel(model=obj.model, tokenizer=obj.tokenizer, name=getattr(obj, "name", "reward"))
+    if obj is None or isinstance(obj, (str, Path)):
+        return load_reward_model(obj)
+    raise TypeError(f"expected a RewardModel, a run result, a path or a model name, got {type(obj).__name__}")
+
+
+def prepare_tokenizer(tokenizer) -> Any:
+    """Left padding and a pad token distinct from EOS, so padding masks never hide real tokens."""
+    tokenizer.padding_side = "left"
+    if tokenizer.pad_token_id is None or tokenizer.pad_token_id == tokenizer.eos_token_id:
+        vocab = tokenizer.get_vocab()
+        if embedded.SMOLLM2_PAD in vocab and vocab[embedded.SMOLLM2_PAD] != tokenizer.eos_token_id:
+            tokenizer.pad_token = embedded.SMOLLM2_PAD
+        else:
+            tokenizer.add_special_tokens({"pad_token": "<|pad|>"})  # caller resizes embeddings
+    return tokenizer
+
+
+# ---------------------------------------------------------------------------------------------
+# Helpers
+
+
+def _from_pretrained(auto_cls, name, *, dtype, device, quantize, trust_remote_code, **kwargs):
+    from transformers import AutoTokenizer
+
+    device = _pick_device(device)
+    torch_dtype = _pick_dtype(dtype, device)
+    load_kwargs: dict[str, Any] = {"dtype": torch_dtype, "trust_remote_code": trust_remote_code, **kwargs}
+    canonical = embedded.resolve_name(None if name is None else str(name))
+    path = Path(name).expanduser() if name is not None and canonical is None else None
+    if canonical is not None:
+        source, label = embedded.embedded_path(canonical), canonical
+        load_kwargs.update(local_files_only=True)
+    elif path is not None and path.exists():
+        source, label = path, path.name
+        load_kwargs.update(local_files_only=True)
+    else:
+        source, label = str(name), str(name)  # a hub id: the caller asked for the network
+    if path is not None and path.suffix == ".gguf":
+        load_kwargs["gguf_file"], source = path.name, path.parent
+    elif path is not None and (path / "adapter_config.json").exists():
+        return _load_adapter(auto_cls, path, load_kwargs, device) + (label,)
+    load_kwargs.setdefault("use_safetensors", None if "gguf_file" in load_kwargs else True)
+    if quantize is not None:
+        load_kwargs["quantization_config"] = lora_lib.bnb_config(quantize, device)
+    tok_kwargs = {k: load_kwargs[k] for k in ("gguf_file", "local_files_only", "trust_remote_code") if k in load_kwargs}
+    tokenizer = prepare_tokenizer(AutoTokenizer.from_pretrained(source, **tok_kwargs))
+    model = auto_cls.from_pretrained(source, **load_kwargs)
+    if len(tokenizer) > model.get_input_embeddings().num_embeddings:
+        model.resize_token_embeddings(len(tokenizer))  # a pad token was added
+    model.config.pad_token_id = tokenizer.pad_token_id
+    if getattr(model, "generation_config", None) is not None:
+        model.generation_config.pad_token_id = tokenizer.pad_token_id
+    if quantize is None:
+        model.to(device)
+    return model, tokenizer, label
+
+
+def _load_adapter(auto_cls, path: Path, load_kwargs: dict, device: str):
+    """A LoRA adapter folder: load its base (embedded or local) then the adapter on top."""
+    import json
+
+    from peft import PeftModel
+    from transformers import AutoTokenizer
+
+    base_name = json.loads((path / "adapter_config.json").read_text()).get("base_model_name_or_path")
+    canonical = embedded.resolve_name(base_name)
+    base = embedded.embedded_path(canonical) if canonical else base_name
+    base_model = auto_cls.from_pretrained(base, **load_kwargs)
+    tokenizer = prepare_tokenizer(AutoTokenizer.from_pretrained(path, local_files_only=True))
+    if len(tokenizer) > base_model.get_input_embeddings().num_embeddings:
+        base_model.resize_token_embeddings(len(tokenizer))
+    model = PeftModel.from_pretrained(base_model, path, is_trainable=True)
+    return model.to(device), tokenizer
+
+
+def _reward_head_on(bundle) -> Any:
+    """A fresh sequence classifier whose trunk is a copy of `bundle.model`'s trunk."""
+    from transformers import AutoModelForSequenceClassification
+
+    source = bundle.model
+    if hasattr(source, "get_base_model"):  # a PEFT model: merge a copy, keep the caller's intact
+        import copy
+
+        source = copy.deepcopy(source).merge_and_unload()
+    config = source.config.__class__.from_dict({**source.config.to_dict(), "num_labels": 1})
+    model = AutoModelForSequenceClassification.from_config(config, dtype=next(source.parameters()).dtype)
+    trunk = getattr(source, source.base_model_prefix)
+    getattr(model, model.base_model_prefix).load_state_dict(trunk.state_dict())
+    return model
+
+
+@contextlib.contextmanager
+def _quiet_transformers():
+    from transformers.utils import logging as hf_logging
+
+    level = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_error()
+    try:
+        yield
+    finally:
+        hf_logging.set_verbosity(level)
+
+
+def _pick_device(device: str | None) -> str:
+    if device is not None:
+        return str(device)
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def _pick_dtype(dtype, device: str):
+    if isinstance(dtype, torch.dtype):
+        return dtype
+    if dtype is None:
+        on_gpu = device.startswith("cuda") and torch.cuda.is_available()
+        return torch.bfloat16 if on_gpu and torch.cuda.is_bf16_supported() else torch.float32
+    if dtype == "auto":
+        return "auto"
+    if dtype not in DTYPES:
+        raise ValueError(f"unknown dtype {dtype!r}; use one of {', '.join(DTYPES)} or 'auto'")
+    return DTYPES[dtype]
+
+
+def _is_conversation(obj) -> bool:
+    return isinstance(obj, (list, tuple)) and len(obj) > 0 and isinstance(obj[0], dict)
+
+
+def _plain_text(prompt: Prompt) -> str:
+    if isinstance(prompt, str):
+        return prompt
+    return "\n".join(m["content"] for m in prompt)
+
+
+def _cut_at_stop(text: str, stop: Sequence[str]) -> str:
+    cut = min((text.find(s) for s in stop if s in text), default=-1)
+    return text[:cut] if cut >= 0 else text

@@ -1,0 +1,29 @@
+"""Shared test set-up: offline, deterministic, and tiny models built once per session."""
+
+import os
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+import pytest  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def tiny_policy():
+    from rlhf_lab import tiny_model
+
+    return tiny_model("causal", seed=0)
+
+
+@pytest.fixture(scope="session")
+def tiny_reward():
+    from rlhf_lab import tiny_model
+
+    return tiny_model("reward", seed=0)
+
+
+@pytest.fixture(scope="session")
+def embedded_policy():
+    from rlhf_lab import load_policy
+
+    return load_policy()
