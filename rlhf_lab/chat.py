@@ -8,10 +8,9 @@ generation, scoring and training see identical prompt tokens.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Union
 
 Message = dict
-Prompt = Union[str, Sequence[Message]]
+Prompt = str | Sequence[Message]
 
 
 def to_messages(prompt: Prompt, *, system_prompt: str | None = None) -> list[Message]:

@@ -8,7 +8,7 @@ import platform
 import time
 from dataclasses import dataclass, field
 
-from .config import RunConfig, seed_everything
+from .config import ConfigError, RunConfig, seed_everything
 from .runs import RunFolder
 
 
@@ -23,7 +23,7 @@ class DemoConfig(RunConfig):
     def __post_init__(self):
         super().__post_init__()
         if self.num_prompts < 1 or self.max_new_tokens < 1 or self.batch_size < 1:
-            raise ValueError("num_prompts, batch_size and max_new_tokens must be at least 1")
+            raise ConfigError("num_prompts, batch_size and max_new_tokens must be at least 1")
 
 
 def run_demo(config: DemoConfig | None = None, *, log=print) -> dict:

@@ -16,7 +16,8 @@ from typing import Any
 
 import torch
 
-from . import embedded, lora as lora_lib
+from . import embedded
+from . import lora as lora_lib
 from .chat import Prompt, render_conversations, tokenize_prompts
 
 DTYPES = {
