@@ -26,7 +26,8 @@ $(STAMP): pyproject.toml Makefile
 
 lab: $(STAMP)
 	@echo "JupyterLab on http://$(HOST):$(PORT)/lab (the token-bearing URL is printed below)"
-	$(VENV)/bin/jupyter lab --no-browser --ip=$(HOST) --port=$(PORT) --notebook-dir=notebooks
+	$(VENV)/bin/jupyter lab --no-browser --ip=$(HOST) --port=$(PORT) --notebook-dir=notebooks \
+	  $(if $(filter 0,$(shell id -u)),--allow-root)
 
 test: $(STAMP)
 	HF_HUB_OFFLINE=1 $(PY) -m pytest $(PYTEST_ARGS)

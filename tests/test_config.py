@@ -64,3 +64,13 @@ def test_validation_in_post_init():
 def test_run_dir(tmp_path):
     assert RunConfig(output_dir=str(tmp_path), run_name="a").run_dir() == tmp_path / "a"
     assert RunConfig(output_dir=str(tmp_path)).run_dir("sft").name.startswith("sft-")
+
+
+def test_shipped_example_configs_load():
+    from pathlib import Path
+
+    from rlhf_lab.demo import DemoConfig
+
+    root = Path(__file__).resolve().parents[1]
+    config = load_config(DemoConfig, root / "configs" / "demo.yaml")
+    assert config.run_name == "demo" and config.model is None and config.num_prompts == 8
