@@ -246,24 +246,22 @@ def tiny_model(kind: str = "causal", seed: int = 0) -> Policy | RewardModel:
 
 def as_policy(obj: Any) -> Policy:
     """Accept a Policy, anything with `.model` and `.tokenizer` (a finished run), or a name/path."""
-    if isinstance(obj, Policy):
-        return obj
-    if hasattr(obj, "model") and hasattr(obj, "tokenizer"):
-        return Policy(model=obj.model, tokenizer=obj.tokenizer, name=getattr(obj, "name", "model"))
-    if obj is None or isinstance(obj, (str, Path)):
-        return load_policy(obj)
-    raise TypeError(f"expected a Policy, a run result, a path or a model name, got {type(obj).__name__}")
+    return _as_bundle(obj, Policy, load_policy)
 
 
 def as_reward_model(obj: Any) -> RewardModel:
     """Accept a RewardModel, anything with `.model` and `.tokenizer`, or a name/path."""
-    if isinstance(obj, RewardModel):
+    return _as_bundle(obj, RewardModel, load_reward_model)
+
+
+def _as_bundle(obj: Any, cls: type, loader) -> Any:
+    if isinstance(obj, cls):
         return obj
     if hasattr(obj, "model") and hasattr(obj, "tokenizer"):
-        return RewardModel(model=obj.model, tokenizer=obj.tokenizer, name=getattr(obj, "name", "reward"))
+        return cls(model=obj.model, tokenizer=obj.tokenizer, name=getattr(obj, "name", "model"))
     if obj is None or isinstance(obj, (str, Path)):
-        return load_reward_model(obj)
-    raise TypeError(f"expected a RewardModel, a run result, a path or a model name, got {type(obj).__name__}")
+        return loader(obj)
+    raise TypeError(f"expected a {cls.__name__}, a run result, a path or a model name, got {type(obj).__name__}")
 
 
 def prepare_tokenizer(tokenizer) -> Any:
