@@ -33,7 +33,7 @@ test: $(STAMP)
 	HF_HUB_OFFLINE=1 $(PY) -m pytest $(PYTEST_ARGS)
 
 demo: $(STAMP)
-	HF_HUB_OFFLINE=1 $(VENV)/bin/rlhf-lab demo --set output_dir=runs --set run_name=demo
+	HF_HUB_OFFLINE=1 $(VENV)/bin/rlhf-lab demo --set output_dir=runs/demo
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check rlhf_lab tests benchmarks

@@ -120,10 +120,7 @@ def _demo(args) -> int:
     from .config import load_config
     from .demo import DemoConfig, run_demo
 
-    config = load_config(DemoConfig, args.config, args.overrides)
-    if config.run_name is None:
-        config.run_name = "demo"
-    run_demo(config)
+    run_demo(load_config(DemoConfig, args.config, args.overrides))
     return 0
 
 

@@ -26,14 +26,23 @@ class ConfigError(ValueError):
     """A config file or override that cannot be applied; the message says where and how to fix it."""
 
 
+def default_run_dir(stage: str) -> str:
+    """`runs/<stage>-<YYYYmmdd-HHMMSS>`: a new folder per run unless output_dir is set."""
+    return f"runs/{stage}-{time.strftime('%Y%m%d-%H%M%S')}"
+
+
 @dataclass
 class RunConfig:
-    """What every run has: where it writes, what it is called, its seed and how it logs."""
+    """What every run has: its folder, its name, its seed and how it logs.
 
-    output_dir: str = field(default="runs", metadata={"help": "Folder under which the run folder is created."})
-    run_name: str | None = field(
-        default=None, metadata={"help": "Run folder name; default: '<stage>-<YYYYmmdd-HHMMSS>'."}
+    `output_dir` is the run folder itself (as in transformers and TRL), where config.yaml,
+    metrics.jsonl, samples.jsonl, summary.json and the weights go.
+    """
+
+    output_dir: str = field(
+        default_factory=lambda: default_run_dir("run"), metadata={"help": "The run folder (default: runs/<stage>-<time>)."}
     )
+    run_name: str | None = field(default=None, metadata={"help": "Display name; default: the run folder's name."})
     seed: int = field(default=0, metadata={"help": "Seed for Python, NumPy and torch."})
     logging_steps: int = field(default=10, metadata={"help": "Log metrics every N steps."})
     log_level: str = field(default="info", metadata={"help": "debug, info, warning or error."})
@@ -43,15 +52,15 @@ class RunConfig:
             raise ConfigError(f"logging_steps must be at least 1, got {self.logging_steps}")
         if self.log_level not in ("debug", "info", "warning", "error"):
             raise ConfigError(f"log_level must be debug, info, warning or error, got {self.log_level!r}")
-
-    def run_dir(self, stage: str = "run") -> Path:
-        """The run folder: output_dir/run_name (a timestamped name when none is set)."""
-        name = self.run_name or f"{stage}-{time.strftime('%Y%m%d-%H%M%S')}"
-        return Path(self.output_dir) / name
+        if self.run_name is None:
+            self.run_name = Path(self.output_dir).name
 
 
 def to_dict(config: Any) -> dict:
     """The config's fields as plain YAML-safe values."""
+    if hasattr(config, "to_dict"):  # transformers' TrainingArguments: enums and nested configs made plain
+        values = config.to_dict()
+        return {f.name: _plain(values[f.name]) for f in dataclasses.fields(config) if f.init and f.name in values}
     return {f.name: _plain(getattr(config, f.name)) for f in dataclasses.fields(config) if f.init}
 
 
@@ -178,4 +187,8 @@ def _plain(value: Any) -> Any:
         return [_plain(v) for v in value]
     if isinstance(value, dict):
         return {k: _plain(v) for k, v in value.items()}
-    return value
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return _plain(dataclasses.asdict(value))
+    if value is None or isinstance(value, (str, int, float, bool)):
+        return value
+    return str(value)

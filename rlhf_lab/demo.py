@@ -14,6 +14,7 @@ from .runs import RunFolder
 
 @dataclass
 class DemoConfig(RunConfig):
+    output_dir: str = field(default="runs/demo", metadata={"help": "The run folder."})
     model: str | None = field(default=None, metadata={"help": "Policy to load; None is the embedded SmolLM2."})
     num_prompts: int = field(default=8, metadata={"help": "How many held-out starter prompts to answer."})
     batch_size: int = field(default=4, metadata={"help": "Prompts per generate call."})
@@ -27,13 +28,13 @@ class DemoConfig(RunConfig):
 
 
 def run_demo(config: DemoConfig | None = None, *, log=print) -> dict:
-    """Run the demo and return its summary; files go to `config.run_dir('demo')`."""
+    """Run the demo and return its summary; files go to `config.output_dir`."""
     from .models import load_policy
     from .starter import starter_data
 
-    config = config or DemoConfig(run_name="demo")
+    config = config or DemoConfig()
     seed_everything(config.seed)
-    folder = RunFolder(config.run_dir("demo"))
+    folder = RunFolder(config.output_dir)
     folder.write_config(config)
 
     start = time.perf_counter()

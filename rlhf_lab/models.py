@@ -9,6 +9,7 @@ takes a model: `as_policy` / `as_reward_model` accept all of them.
 from __future__ import annotations
 
 import contextlib
+import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -114,8 +115,33 @@ class Policy(ModelBundle):
         return self.generate([message], **sampling)[0]
 
 
+NORMALIZATION_FILE = "reward_normalization.json"
+
+
+@dataclass(repr=False)
 class RewardModel(ModelBundle):
-    """A sequence classifier with one output: a scalar score for (prompt, completion)."""
+    """A sequence classifier with one output: a scalar score for (prompt, completion).
+
+    Scores are `(raw - offset) / scale`; the reward stage sets offset and scale so scores have
+    mean 0 and std 1 on the training responses, and saves them next to the weights.
+    """
+
+    offset: float = 0.0
+    scale: float = 1.0
+
+    def save(self, path: str | Path) -> Path:
+        path = super().save(path)
+        self.save_normalization(path)
+        return path
+
+    def save_normalization(self, path: str | Path) -> None:
+        (Path(path) / NORMALIZATION_FILE).write_text(json.dumps({"offset": self.offset, "scale": self.scale}) + "\n")
+
+    def load_normalization(self, path: str | Path) -> None:
+        file = Path(path) / NORMALIZATION_FILE
+        if file.exists():
+            values = json.loads(file.read_text())
+            self.offset, self.scale = float(values["offset"]), float(values["scale"])
 
     @torch.no_grad()
     def score(
@@ -132,8 +158,8 @@ class RewardModel(ModelBundle):
             for start in range(0, len(prompts), batch_size):
                 stop = start + batch_size
                 batch = self._encode(prompts[start:stop], completions[start:stop], max_length).to(self.device)
-                logits = self.model(**batch).logits
-                scores.extend(logits[:, 0].float().tolist())
+                logits = self.model(**batch).logits[:, 0].float()
+                scores.extend(((logits - self.offset) / self.scale).tolist())
         finally:
             self.model.train(was_training)
         return scores
@@ -164,6 +190,7 @@ def load_policy(
     device: str | None = None,
     quantize: str | None = None,
     trust_remote_code: bool = False,
+    adapter_base: str | None = None,
     **hf_kwargs,
 ) -> Policy:
     """Load a chat policy.
@@ -177,7 +204,7 @@ def load_policy(
 
     model, tokenizer, label = _from_pretrained(
         AutoModelForCausalLM, name, dtype=dtype, device=device, quantize=quantize,
-        trust_remote_code=trust_remote_code, **hf_kwargs,
+        trust_remote_code=trust_remote_code, adapter_base=adapter_base, **hf_kwargs,
     )  # fmt: skip
     if lora is not None and lora is not False:
         model = lora_lib.apply_lora(model, lora, task="causal", quantized=quantize is not None)
@@ -191,6 +218,7 @@ def load_reward_model(
     dtype: str | torch.dtype | None = None,
     device: str | None = None,
     trust_remote_code: bool = False,
+    adapter_base: str | None = None,
     **hf_kwargs,
 ) -> RewardModel:
     """A scalar reward head (`num_labels=1`) on a backbone.
@@ -208,12 +236,15 @@ def load_reward_model(
         with _quiet_transformers():  # the new head is expected to be missing from the checkpoint
             model, tokenizer, label = _from_pretrained(
                 AutoModelForSequenceClassification, name, dtype=dtype, device=device, quantize=None,
-                trust_remote_code=trust_remote_code, num_labels=1, **hf_kwargs,
+                trust_remote_code=trust_remote_code, adapter_base=adapter_base, num_labels=1, **hf_kwargs,
             )  # fmt: skip
     model.config.pad_token_id = tokenizer.pad_token_id
     if lora is not None and lora is not False:
         model = lora_lib.apply_lora(model, lora, task="reward")
-    return RewardModel(model=model, tokenizer=tokenizer, name=label)
+    bundle = RewardModel(model=model, tokenizer=tokenizer, name=label)
+    if isinstance(name, (str, Path)) and Path(name).is_dir():
+        bundle.load_normalization(name)
+    return bundle
 
 
 def tiny_model(kind: str = "causal", seed: int = 0) -> Policy | RewardModel:
@@ -280,7 +311,7 @@ def prepare_tokenizer(tokenizer) -> Any:
 # Helpers
 
 
-def _from_pretrained(auto_cls, name, *, dtype, device, quantize, trust_remote_code, **kwargs):
+def _from_pretrained(auto_cls, name, *, dtype, device, quantize, trust_remote_code, adapter_base=None, **kwargs):
     from transformers import AutoTokenizer
 
     device = _pick_device(device)
@@ -299,7 +330,7 @@ def _from_pretrained(auto_cls, name, *, dtype, device, quantize, trust_remote_co
     if path is not None and path.suffix == ".gguf":
         load_kwargs["gguf_file"], source = path.name, path.parent
     elif path is not None and (path / "adapter_config.json").exists():
-        return _load_adapter(auto_cls, path, load_kwargs, device) + (label,)
+        return _load_adapter(auto_cls, path, load_kwargs, device, adapter_base) + (label,)
     load_kwargs.setdefault("use_safetensors", None if "gguf_file" in load_kwargs else True)
     if quantize is not None:
         load_kwargs["quantization_config"] = lora_lib.bnb_config(quantize, device)
@@ -316,14 +347,13 @@ def _from_pretrained(auto_cls, name, *, dtype, device, quantize, trust_remote_co
     return model, tokenizer, label
 
 
-def _load_adapter(auto_cls, path: Path, load_kwargs: dict, device: str):
-    """A LoRA adapter folder: load its base (embedded or local) then the adapter on top."""
-    import json
-
+def _load_adapter(auto_cls, path: Path, load_kwargs: dict, device: str, base_name: str | None = None):
+    """A LoRA adapter folder: load its base (embedded, local, or `base_name`) then the adapter on top."""
     from peft import PeftModel
     from transformers import AutoTokenizer
 
-    base_name = json.loads((path / "adapter_config.json").read_text()).get("base_model_name_or_path")
+    if base_name is None:
+        base_name = json.loads((path / "adapter_config.json").read_text()).get("base_model_name_or_path")
     canonical = embedded.resolve_name(base_name)
     base = embedded.embedded_path(canonical) if canonical else base_name
     base_model = auto_cls.from_pretrained(base, **load_kwargs)

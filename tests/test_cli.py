@@ -79,7 +79,7 @@ def test_models_convert_rejects_unknown_name(capsys):
 
 def test_demo_writes_a_run_folder(tmp_path, tiny_policy):
     tiny_policy.save(tmp_path / "tiny")
-    args = ["demo", "--set", f"model={tmp_path / 'tiny'}", "--set", f"output_dir={tmp_path / 'runs'}",
+    args = ["demo", "--set", f"model={tmp_path / 'tiny'}", "--set", f"output_dir={tmp_path / 'runs' / 'demo'}",
             "--set", "num_prompts=3", "--set", "batch_size=2", "--set", "max_new_tokens=4"]  # fmt: skip
     assert main(args) == 0
     run = tmp_path / "runs" / "demo"

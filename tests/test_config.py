@@ -61,9 +61,10 @@ def test_validation_in_post_init():
         load_config(RunConfig, None, ["logging_steps=0"])
 
 
-def test_run_dir(tmp_path):
-    assert RunConfig(output_dir=str(tmp_path), run_name="a").run_dir() == tmp_path / "a"
-    assert RunConfig(output_dir=str(tmp_path)).run_dir("sft").name.startswith("sft-")
+def test_run_folder_defaults():
+    assert RunConfig().output_dir.startswith("runs/run-")
+    assert RunConfig(output_dir="runs/x").run_name == "x"
+    assert RunConfig(output_dir="runs/x", run_name="y").run_name == "y"
 
 
 def test_shipped_example_configs_load():
@@ -73,4 +74,4 @@ def test_shipped_example_configs_load():
 
     root = Path(__file__).resolve().parents[1]
     config = load_config(DemoConfig, root / "configs" / "demo.yaml")
-    assert config.run_name == "demo" and config.model is None and config.num_prompts == 8
+    assert config.output_dir == "runs/demo" and config.model is None and config.num_prompts == 8

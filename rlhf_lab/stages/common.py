@@ -1,0 +1,247 @@
+"""What every TRL-backed stage shares: lab config fields, the run folder, RunResult and load_run.
+
+A stage function is: check the config and the data (before any model loads), resolve the
+model, build the TRL trainer with our `RunLogger` callback, train, then `finish_run` writes
+the weights, samples and summary. `load_run` reads any finished run back.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from transformers import TrainerCallback
+
+from .. import __version__
+from ..config import ConfigError
+from ..models import ModelBundle, Policy, RewardModel, as_policy, load_policy, load_reward_model, tiny_model
+from ..runs import RunFolder, read_jsonl
+
+
+def gpu_bf16() -> bool:
+    return torch.cuda.is_available() and torch.cuda.is_bf16_supported()
+
+
+@dataclass
+class LabFields:
+    """Fields every lab stage config adds to its TRL config, and the lab's defaults for TRL's.
+
+    Put first among the bases (`class SFTConfig(LabFields, trl.SFTConfig)`) so these win.
+    """
+
+    model: str | None = field(
+        default=None,
+        metadata={"help": "What to start from when run from the CLI: None (embedded SmolLM2), a path, "
+                          "a hub id, a run folder, or 'tiny' (tiny random Llama)."},
+    )  # fmt: skip
+    data: str = field(default="starter", metadata={"help": "Training data file, or 'starter' for the shipped set."})
+    eval_data: str | None = field(default=None, metadata={"help": "Held-out data file, or 'starter'."})
+    batch_size: int | None = field(
+        default=None,
+        metadata={"help": "Effective batch per optimizer step; sets gradient_accumulation_steps = batch_size / "
+                          "(per_device_train_batch_size x processes), which must divide evenly."},
+    )  # fmt: skip
+    num_samples: int = field(default=4, metadata={"help": "Held-out completions written to samples.jsonl."})
+    lora_r: int = field(default=0, metadata={"help": "LoRA rank when run from the CLI; 0 trains every weight."})
+    # TRL / transformers defaults that do not suit a lab on a laptop:
+    report_to: Any = field(default="none", metadata={"help": "Integrations to report to (none by default)."})
+    save_strategy: Any = field(default="no", metadata={"help": "Final weights are always saved; checkpoints: 'steps'."})
+    logging_steps: float = field(default=5, metadata={"help": "Log every N optimizer steps."})
+    gradient_checkpointing: bool = field(default=False, metadata={"help": "Trade compute for memory."})
+    bf16: bool | None = field(default=None, metadata={"help": "bf16 mixed precision; default: on a GPU that has it."})
+
+    def __post_init__(self):
+        if self.bf16 is None:
+            self.bf16 = gpu_bf16()
+        if self.run_name is None and self.output_dir:
+            self.run_name = Path(self.output_dir).name
+        super().__post_init__()
+        if self.num_samples < 0:
+            raise ConfigError(f"num_samples must be 0 or more, got {self.num_samples}")
+        if self.lora_r < 0:
+            raise ConfigError(f"lora_r must be 0 (off) or a positive LoRA rank, got {self.lora_r}")
+        if self.batch_size is not None:
+            per_step = self.per_device_train_batch_size * self.world_size
+            if self.batch_size < 1 or self.batch_size % per_step:
+                raise ConfigError(
+                    f"batch_size={self.batch_size} is not a multiple of per_device_train_batch_size x processes "
+                    f"= {self.per_device_train_batch_size} x {self.world_size} = {per_step}. Fix: set batch_size "
+                    f"to a multiple of {per_step}, or change per_device_train_batch_size."
+                )
+            self.gradient_accumulation_steps = self.batch_size // per_step
+
+
+@dataclass
+class RunResult:
+    """A finished (or reloaded) run: its model and tokenizer, metrics, summary and folder."""
+
+    stage: str
+    model: Any
+    tokenizer: Any
+    metrics: Any  # pandas.DataFrame, one row per logged step
+    summary: dict
+    output_dir: Path
+    config: Any = None
+    bundle: ModelBundle | None = None
+
+    @property
+    def name(self) -> str:
+        return self.output_dir.name
+
+    def __repr__(self) -> str:
+        return f"RunResult(stage={self.stage!r}, output_dir='{self.output_dir}', steps={len(self.metrics)})"
+
+
+class RunLogger(TrainerCallback):
+    """Appends every `on_log` row to metrics.jsonl (main process only) and keeps them for the DataFrame."""
+
+    def __init__(self, folder: RunFolder):
+        self.folder = folder
+        self.rows: list[dict] = []
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        if not logs:
+            return
+        row = {"step": state.global_step, **{k: v for k, v in logs.items() if isinstance(v, (int, float))}}
+        self.rows.append(row)
+        if state.is_world_process_zero:
+            self.folder.log_metrics(row)
+
+
+def start_run(config) -> tuple[RunFolder, RunLogger]:
+    folder = RunFolder(config.output_dir)
+    return folder, RunLogger(folder)
+
+
+def resolve_policy(model: Any, config) -> tuple[Policy, bool]:
+    """The policy to train, as a private copy so the caller's model is never changed.
+
+    Returns the bundle and whether the caller supplied it (then its original can serve as a
+    frozen reference with no second load).
+    """
+    source = config.model if model is None else model
+    if source == "tiny":
+        return tiny_model("causal", seed=config.seed), False
+    if isinstance(source, (str, Path)) or source is None:
+        path = Path(source) if source is not None else None
+        if path is not None and (path / "run.json").exists():
+            return load_run(path).bundle, False
+        return load_policy(source), False
+    given = as_policy(source)
+    return Policy(model=copy.deepcopy(given.model), tokenizer=given.tokenizer, name=given.name), True
+
+
+def lora_spec(lora: Any, config) -> Any:
+    """`lora=` from the caller wins; else the config's lora_r (0: no adapters)."""
+    if lora is not None:
+        return lora or None
+    return config.lora_r or None
+
+
+STARTER_EXTRA = ("category", "flaw")
+
+
+def resolve_data(loader, kind: str, source: Any, split: str = "train"):
+    """A validated dataset from anything `loader` reads, or the starter set for `source="starter"`."""
+    if source is None:
+        return None
+    if isinstance(source, str) and source == "starter":
+        from ..starter import starter_data
+
+        dataset = starter_data(kind, split)
+        return dataset.remove_columns([c for c in STARTER_EXTRA if c in dataset.column_names])
+    return loader(source)
+
+
+def policy_samples(policy: Policy, n: int, prompts: list | None = None, max_new_tokens: int = 64) -> list[dict]:
+    """Greedy completions of `n` held-out prompts (starter test prompts by default) for samples.jsonl."""
+    if n <= 0:
+        return []
+    if prompts is None:
+        from ..starter import starter_data
+
+        prompts = [row["prompt"] for row in starter_data("prompts", "test").select(range(n))]
+    prompts = list(prompts)[:n]
+    completions = policy.generate(prompts, max_new_tokens=max_new_tokens)
+    return [{"prompt": p if isinstance(p, str) else p[-1]["content"], "completion": c}
+            for p, c in zip(prompts, completions)]  # fmt: skip
+
+
+def check_not_empty(dataset, what: str, source: Any) -> None:
+    if dataset is None or len(dataset) == 0:
+        raise ConfigError(f"{what} is empty ({source!r}): no training examples. Fix: pass a file or dataset "
+                          f"with at least one valid row (rlhf-lab validate FILE shows what is wrong).")  # fmt: skip
+
+
+def finish_run(stage: str, trainer, bundle: ModelBundle, config, folder: RunFolder, logger: RunLogger,
+               *, summary: dict, samples: list[dict], started: float) -> RunResult:  # fmt: skip
+    """Save weights (adapters only with LoRA), config, samples and summary; return the RunResult."""
+    import pandas as pd
+
+    model_dir = folder.path / "model"
+    trainer.save_model(str(model_dir))  # main process only; unwraps DDP/DeepSpeed/FSDP
+    is_main = trainer.is_world_process_zero()
+    if is_main:
+        (model_dir / "training_args.bin").unlink(missing_ok=True)  # a pickle; config.yaml holds the same
+    base = _base_for_adapter(bundle.model, folder) if is_main else None
+    if is_main:
+        bundle.tokenizer.save_pretrained(model_dir)
+        if isinstance(bundle, RewardModel):
+            bundle.save_normalization(model_dir)
+        folder.write_config(config)
+        folder.write_samples(samples)
+    final = {}
+    for row in logger.rows:
+        final.update({k: v for k, v in row.items() if k != "step"})
+    full = {"stage": stage, "model": bundle.name, "steps": trainer.state.global_step,
+            "wall_s": round(time.perf_counter() - started, 2), "final": final, **summary}  # fmt: skip
+    if is_main:
+        folder.write_summary(full)
+        manifest = {"stage": stage, "kind": "reward" if isinstance(bundle, RewardModel) else "policy",
+                    "adapter": base is not None, "base": base, "rlhf_lab": __version__}  # fmt: skip
+        (folder.path / "run.json").write_text(json.dumps(manifest, indent=2) + "\n")
+    return RunResult(stage=stage, model=bundle.model, tokenizer=bundle.tokenizer, metrics=pd.DataFrame(logger.rows),
+                     summary=full, output_dir=folder.path, config=config, bundle=bundle)  # fmt: skip
+
+
+def load_run(path: str | Path) -> RunResult:
+    """Reload a finished run: its model (same outputs as when it finished), metrics and summary."""
+    import pandas as pd
+
+    path = Path(path)
+    if not (path / "run.json").exists():
+        raise FileNotFoundError(f"{path} is not a finished run: run.json is missing (a run writes it last)")
+    manifest = json.loads((path / "run.json").read_text())
+    base = manifest.get("base")
+    if base == "base":  # saved inside the run folder
+        base = str(path / "base")
+    loader = load_reward_model if manifest["kind"] == "reward" else load_policy
+    bundle = loader(path / "model", adapter_base=base)
+    bundle.name = path.name
+    metrics = pd.DataFrame(read_jsonl(path / "metrics.jsonl")) if (path / "metrics.jsonl").exists() else pd.DataFrame()
+    summary = json.loads((path / "summary.json").read_text())
+    import yaml
+
+    config = yaml.safe_load((path / "config.yaml").read_text())
+    return RunResult(stage=manifest["stage"], model=bundle.model, tokenizer=bundle.tokenizer, metrics=metrics,
+                     summary=summary, output_dir=path, config=config, bundle=bundle)  # fmt: skip
+
+
+def _base_for_adapter(model, folder: RunFolder) -> str | None:
+    """With LoRA, where the base weights live: a loadable path or embedded name, else saved in base/."""
+    if not hasattr(model, "peft_config"):
+        return None
+    from .. import embedded
+
+    name = getattr(model.get_base_model().config, "_name_or_path", "") or ""
+    if name and (Path(name).is_dir() or embedded.resolve_name(name)):
+        return name
+    # An in-memory base (e.g. a tiny test model): keep a plain copy so the adapter can be reloaded.
+    plain = copy.deepcopy(model).unload()  # LoRA layers removed, base weights as they were
+    plain.save_pretrained(folder.path / "base", safe_serialization=True)
+    return "base"

@@ -1,0 +1,121 @@
+"""Supervised fine-tuning on TRL's SFTTrainer: chat template, loss on assistant tokens only.
+
+    run = lab.sft(lab.load_policy(), lab.starter_data("sft", "train"), lab.SFTConfig(max_steps=50))
+"""
+
+from __future__ import annotations
+
+import copy
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import trl
+
+from ..config import ConfigError, default_run_dir
+from ..data import load_sft
+from ..lora import apply_lora
+from .common import (
+    LabFields,
+    RunResult,
+    check_not_empty,
+    finish_run,
+    lora_spec,
+    policy_samples,
+    resolve_data,
+    resolve_policy,
+    start_run,
+)
+
+TEMPLATES = Path(__file__).resolve().parents[1] / "chat_templates"
+
+
+@dataclass
+class SFTConfig(LabFields, trl.SFTConfig):
+    """`trl.SFTConfig` (every TRL option stays available) with the lab's fields and defaults."""
+
+    output_dir: str = field(default_factory=lambda: default_run_dir("sft"), metadata={"help": "The run folder."})
+    assistant_only_loss: bool = field(default=True, metadata={"help": "Train on assistant tokens only."})
+    learning_rate: float = field(default=2e-5, metadata={"help": "AdamW learning rate."})
+    num_train_epochs: float = field(default=1.0, metadata={"help": "Passes over the data (max_steps wins if set)."})
+    max_length: int | None = field(default=512, metadata={"help": "Truncate tokenized conversations to this length."})
+
+    def __post_init__(self):
+        super().__post_init__()
+        if self.learning_rate <= 0:
+            raise ConfigError(f"learning_rate must be positive, got {self.learning_rate}")
+
+
+def sft(model: Any = None, data: Any = None, config: SFTConfig | None = None, *, lora: Any = None,
+        callbacks: list | None = None, eval_data: Any = None) -> RunResult:  # fmt: skip
+    """Fine-tune `model` (a bundle, a run, a name or path; None: config.model) on chat demonstrations.
+
+    `data`: anything `lab.load_sft` reads, or "starter". The caller's model is not modified: the
+    run trains a copy and returns it in `RunResult.model`.
+    """
+    config = config or SFTConfig()
+    started = time.perf_counter()
+    dataset = resolve_data(load_sft, "sft", config.data if data is None else data)
+    check_not_empty(dataset, "SFT data", data if data is not None else config.data)
+    evaluation = resolve_data(load_sft, "sft", eval_data if eval_data is not None else config.eval_data, "test")
+    folder, logger = start_run(config)
+
+    policy, _ = resolve_policy(model, config)
+    tokenizer = copy.deepcopy(policy.tokenizer)
+    if config.assistant_only_loss:
+        tokenizer.chat_template = training_chat_template(tokenizer)
+    if spec := lora_spec(lora, config):
+        policy.model = apply_lora(policy.model, spec, task="causal")
+    trainer = trl.SFTTrainer(model=policy.model, args=config, train_dataset=dataset, eval_dataset=evaluation,
+                             processing_class=tokenizer, callbacks=[logger, *(callbacks or [])])  # fmt: skip
+    trainer.train()
+    policy.model = trainer.model
+    samples = policy_samples(policy, config.num_samples)
+    summary = {"train_examples": len(dataset), "assistant_only_loss": config.assistant_only_loss}
+    return finish_run("sft", trainer, policy, config, folder, logger, summary=summary, samples=samples,
+                      started=started)  # fmt: skip
+
+
+PROBES = [
+    [{"role": "user", "content": "u1"}, {"role": "assistant", "content": "a1"}],
+    [{"role": "system", "content": "s"}, {"role": "user", "content": "u1"}, {"role": "assistant", "content": "a1"},
+     {"role": "user", "content": "u2"}, {"role": "assistant", "content": "a2"}],
+]  # fmt: skip
+
+
+def training_chat_template(tokenizer) -> str:
+    """The tokenizer's chat template with `{% generation %}` markers, so TRL can mask non-assistant tokens.
+
+    TRL patches many model families; for ChatML templates such as SmolLM2's we use ours when it
+    renders exactly the same text as the tokenizer's own template.
+    """
+    from trl.chat_template_utils import get_training_chat_template, has_generation_markers
+
+    template = tokenizer.chat_template
+    if template and has_generation_markers(template):
+        return template
+    ours = (TEMPLATES / "smollm2_training.jinja").read_text()
+    if template and _renders_the_same(tokenizer, ours):
+        return ours
+    try:
+        patched = get_training_chat_template(tokenizer)
+    except Exception as err:  # TRL raises for templates it does not know
+        raise ConfigError(
+            "assistant_only_loss=True needs a chat template with {% generation %} markers and this tokenizer's "
+            "template is not one TRL or rlhf-lab knows how to patch. Fix: set assistant_only_loss=False "
+            "(loss on every token) or pass chat_template_path= a template with generation markers."
+        ) from err
+    return patched or template
+
+
+def _renders_the_same(tokenizer, template: str) -> bool:
+    for conversation in PROBES:
+        for prompt_only in (False, True):
+            messages = conversation[:-1] if prompt_only else conversation
+            own = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=prompt_only)
+            other = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=prompt_only,
+                                                  chat_template=template)  # fmt: skip
+            if own != other:
+                return False
+    return True
