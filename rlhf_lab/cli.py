@@ -48,6 +48,15 @@ def build_parser() -> argparse.ArgumentParser:
     info.add_argument("--json", action="store_true", help="print JSON")
     info.set_defaults(handler=_models_cache_info)
 
+    from .stages import STAGES
+
+    helps = {"sft": "supervised fine-tuning (TRL SFTTrainer)", "reward": "Bradley-Terry reward model (TRL RewardTrainer)",
+             "dpo": "direct preference optimization (TRL DPOTrainer)", "kto": "KTO on thumbs-up/down labels (TRL KTOTrainer)"}  # fmt: skip
+    for name in STAGES:
+        stage = sub.add_parser(name, help=f"{helps[name]}; also under `accelerate launch -m rlhf_lab {name}`")
+        _add_config_args(stage)
+        stage.set_defaults(handler=_stage)
+
     demo = sub.add_parser("demo", help="load the embedded policy, answer held-out prompts, write runs/demo")
     _add_config_args(demo)
     demo.set_defaults(handler=_demo)
@@ -114,6 +123,34 @@ def _models_cache_info(args) -> int:
         size = f"{m['bytes'] / 2**20:.0f} MiB" if m["bytes"] else "-"
         print(f"  {m['name']:24} cached={'yes' if m['cached'] else 'no':3} {size:>9}  {m['path']}")
     return 0
+
+
+def _stage(args) -> int:
+    from .config import load_config
+    from .stages import stage
+
+    function, config_class = stage(args.command)
+    config = load_config(config_class, args.config, args.overrides)
+    result = function(None, None, config)
+    final = {k: v for k, v in result.summary.get("final", {}).items() if isinstance(v, (int, float))}
+    if config.world_size > 1:
+        # every rank says where it ended, so a distributed run can be checked for agreement
+        print(f"rank {config.process_index}/{config.world_size} final: {json.dumps(final, sort_keys=True)} "
+              f"weights: {_checksum(result.model)}", flush=True)  # fmt: skip
+    if config.process_index == 0:
+        print(f"{args.command} run finished: {result.output_dir}")
+        for key in sorted(final):
+            print(f"  {key}: {final[key]:.6g}")
+    return 0
+
+
+def _checksum(model) -> str:
+    """A short fingerprint of the weights: equal on every rank when data-parallel training stayed in sync."""
+    import torch
+
+    with torch.no_grad():
+        total = sum(float(p.double().sum()) for p in model.parameters())
+    return f"{total:.10e}"
 
 
 def _demo(args) -> int:

@@ -20,6 +20,7 @@ from typing import Any, TypeVar
 import yaml
 
 T = TypeVar("T")
+SECRETS = {"hub_token"}  # never written to a run folder
 
 
 class ConfigError(ValueError):
@@ -60,6 +61,10 @@ def to_dict(config: Any) -> dict:
     """The config's fields as plain YAML-safe values."""
     if hasattr(config, "to_dict"):  # transformers' TrainingArguments: enums and nested configs made plain
         values = config.to_dict()
+        # to_dict() masks every field ending in "_token" (eos_token, pad_token too); only secrets stay out
+        for name in values:
+            if name.endswith("_token"):
+                values[name] = None if name in SECRETS else getattr(config, name)
         return {f.name: _plain(values[f.name]) for f in dataclasses.fields(config) if f.init and f.name in values}
     return {f.name: _plain(getattr(config, f.name)) for f in dataclasses.fields(config) if f.init}
 

@@ -166,16 +166,26 @@ class RewardModel(ModelBundle):
 
     __call__ = score
 
+    def token_ids(
+        self, prompts: Sequence[Prompt], completions: Sequence[str], *, max_length: int = 1024
+    ) -> list[list[int]]:
+        """The unpadded token ids `score` feeds the model for each (prompt, completion); the reward
+        stage trains on exactly these when the tokenizer has no chat template (an encoder)."""
+        batch = self._encode(prompts, completions, max_length)
+        return [ids[mask.bool()].tolist() for ids, mask in zip(batch["input_ids"], batch["attention_mask"])]
+
     def _encode(self, prompts, completions, max_length):
         tok = self.tokenizer
         if tok.chat_template:
             texts = render_conversations(tok, prompts, completions)
             return tok(texts, padding=True, truncation=True, max_length=max_length,
                        add_special_tokens=False, return_tensors="pt")  # fmt: skip
-        # An encoder without a chat template reads (prompt, response) as a sentence pair.
+        # An encoder without a chat template reads (prompt, response) as a sentence pair. Right
+        # padding: it pools the first ([CLS]) token and has absolute positions, so left padding
+        # would change its scores. No token_type_ids: training batches (TRL's collator) carry none.
         firsts = [_plain_text(p) for p in prompts]
         return tok(firsts, list(completions), padding=True, truncation=True, max_length=max_length,
-                   return_tensors="pt")  # fmt: skip
+                   padding_side="right", return_token_type_ids=False, return_tensors="pt")  # fmt: skip
 
 
 # ---------------------------------------------------------------------------------------------
@@ -361,7 +371,7 @@ def _load_adapter(auto_cls, path: Path, load_kwargs: dict, device: str, base_nam
     if len(tokenizer) > base_model.get_input_embeddings().num_embeddings:
         base_model.resize_token_embeddings(len(tokenizer))
     model = PeftModel.from_pretrained(base_model, path, is_trainable=True)
-    return model.to(device), tokenizer
+    return model.to(device).eval(), tokenizer  # eval like a full model: no LoRA dropout at inference
 
 
 def _reward_head_on(bundle) -> Any:

@@ -52,12 +52,17 @@ class LabFields:
     report_to: Any = field(default="none", metadata={"help": "Integrations to report to (none by default)."})
     save_strategy: Any = field(default="no", metadata={"help": "Final weights are always saved; checkpoints: 'steps'."})
     logging_steps: float = field(default=5, metadata={"help": "Log every N optimizer steps."})
-    gradient_checkpointing: bool = field(default=False, metadata={"help": "Trade compute for memory."})
+    activation_checkpointing: bool | None = field(default=False, metadata={"help": "Trade compute for memory."})
+    gradient_checkpointing: bool | None = field(default=None, metadata={"help": "Old name of activation_checkpointing."})
     bf16: bool | None = field(default=None, metadata={"help": "bf16 mixed precision; default: on a GPU that has it."})
 
     def __post_init__(self):
         if self.bf16 is None:
             self.bf16 = gpu_bf16()
+        if not torch.cuda.is_available():
+            # Without this, processes started by `accelerate launch` on a CPU-only machine each
+            # train alone; with it, accelerate joins them in one gloo process group.
+            self.use_cpu = True
         if self.run_name is None and self.output_dir:
             self.run_name = Path(self.output_dir).name
         super().__post_init__()
@@ -200,6 +205,10 @@ def finish_run(stage: str, trainer, bundle: ModelBundle, config, folder: RunFold
         final.update({k: v for k, v in row.items() if k != "step"})
     full = {"stage": stage, "model": bundle.name, "steps": trainer.state.global_step,
             "wall_s": round(time.perf_counter() - started, 2), "final": final, **summary}  # fmt: skip
+    if not hasattr(bundle.model, "peft_config"):
+        # The trained weights now live in run/model; a config still naming the starting checkpoint
+        # would make a later LoRA stage record the untrained weights as its adapter's base.
+        bundle.model.config._name_or_path = str(model_dir)
     if is_main:
         folder.write_summary(full)
         manifest = {"stage": stage, "kind": "reward" if isinstance(bundle, RewardModel) else "policy",
@@ -221,7 +230,7 @@ def load_run(path: str | Path) -> RunResult:
     if base == "base":  # saved inside the run folder
         base = str(path / "base")
     loader = load_reward_model if manifest["kind"] == "reward" else load_policy
-    bundle = loader(path / "model", adapter_base=base)
+    bundle = loader(path / "model", adapter_base=base, dtype="auto")  # the dtype it was saved in
     bundle.name = path.name
     metrics = pd.DataFrame(read_jsonl(path / "metrics.jsonl")) if (path / "metrics.jsonl").exists() else pd.DataFrame()
     summary = json.loads((path / "summary.json").read_text())

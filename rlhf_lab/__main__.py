@@ -1,0 +1,7 @@
+"""`python -m rlhf_lab ...` is the `rlhf-lab` command (handy under `accelerate launch -m rlhf_lab`)."""
+
+import sys
+
+from .cli import main
+
+sys.exit(main())
