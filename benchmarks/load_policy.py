@@ -42,8 +42,10 @@ def main() -> None:
         warm = [run(cache) for _ in range(args.repeats)]
     warm_load = statistics.median(w["load_s"] for w in warm)
     print(f"cold (convert GGUF -> safetensors): load {cold['load_s']:.2f} s, import {cold['import_s']:.2f} s")
-    print(f"warm (cached safetensors), median of {args.repeats}: load {warm_load:.2f} s, "
-          f"import {statistics.median(w['import_s'] for w in warm):.2f} s")
+    print(
+        f"warm (cached safetensors), median of {args.repeats}: load {warm_load:.2f} s, "
+        f"import {statistics.median(w['import_s'] for w in warm):.2f} s"
+    )
     print(f"warm / cold load time: {warm_load / cold['load_s']:.3f}  (target: warm load < 3 s)")
     print(f"answer: {warm[-1]['answer']!r}")
 

@@ -60,7 +60,9 @@ def raw_reward(rm, data, out, steps):
 
 
 def lab_reward(rm, data, out, steps):
-    lab.train_reward_model(rm, data, lab.RewardConfig(output_dir=out, max_steps=steps, num_samples=0, **COMMON))
+    lab.train_reward_model(
+        rm, data, lab.RewardConfig(output_dir=out, max_steps=steps, num_samples=0, **COMMON)
+    )
 
 
 def timed(fn, *args) -> float:

@@ -23,7 +23,8 @@ _EXPORTS = {
     "RunConfig": "config", "load_config": "config", "ConfigError": "config",
     "sft": "stages.sft", "SFTConfig": "stages.sft",
     "train_reward_model": "stages.reward", "RewardConfig": "stages.reward",
-    "RewardEnsemble": "stages.reward", "evaluate_reward_model": "stages.reward_eval",
+    "RewardEnsemble": "stages.reward", "load_reward_run": "stages.reward",
+    "evaluate_reward_model": "stages.reward_eval",
     "dpo": "stages.dpo", "DPOConfig": "stages.dpo", "kto": "stages.kto", "KTOConfig": "stages.kto",
     "RunResult": "stages.common", "load_run": "stages.common",
 }  # fmt: skip

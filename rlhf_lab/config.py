@@ -41,9 +41,12 @@ class RunConfig:
     """
 
     output_dir: str = field(
-        default_factory=lambda: default_run_dir("run"), metadata={"help": "The run folder (default: runs/<stage>-<time>)."}
+        default_factory=lambda: default_run_dir("run"),
+        metadata={"help": "The run folder (default: runs/<stage>-<time>)."},
     )
-    run_name: str | None = field(default=None, metadata={"help": "Display name; default: the run folder's name."})
+    run_name: str | None = field(
+        default=None, metadata={"help": "Display name; default: the run folder's name."}
+    )
     seed: int = field(default=0, metadata={"help": "Seed for Python, NumPy and torch."})
     logging_steps: int = field(default=10, metadata={"help": "Log metrics every N steps."})
     log_level: str = field(default="info", metadata={"help": "debug, info, warning or error."})
@@ -65,7 +68,9 @@ def to_dict(config: Any) -> dict:
         for name in values:
             if name.endswith("_token"):
                 values[name] = None if name in SECRETS else getattr(config, name)
-        return {f.name: _plain(values[f.name]) for f in dataclasses.fields(config) if f.init and f.name in values}
+        return {
+            f.name: _plain(values[f.name]) for f in dataclasses.fields(config) if f.init and f.name in values
+        }
     return {f.name: _plain(getattr(config, f.name)) for f in dataclasses.fields(config) if f.init}
 
 
@@ -119,7 +124,9 @@ def apply_overrides(config: T, overrides: list[str] | None) -> T:
             raise ConfigError(f"--set {item!r}: expected key=value, e.g. --set seed=1")
         if key not in values:
             names = list(values)
-            raise ConfigError(f"--set {item!r}: unknown key '{key}' for {type(config).__name__}{_did_you_mean(key, names)}")
+            raise ConfigError(
+                f"--set {item!r}: unknown key '{key}' for {type(config).__name__}{_did_you_mean(key, names)}"
+            )
         values[key] = _parse_value(raw)
     return from_dict(type(config), values, source="--set")
 

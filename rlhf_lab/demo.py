@@ -15,7 +15,9 @@ from .runs import RunFolder
 @dataclass
 class DemoConfig(RunConfig):
     output_dir: str = field(default="runs/demo", metadata={"help": "The run folder."})
-    model: str | None = field(default=None, metadata={"help": "Policy to load; None is the embedded SmolLM2."})
+    model: str | None = field(
+        default=None, metadata={"help": "Policy to load; None is the embedded SmolLM2."}
+    )
     num_prompts: int = field(default=8, metadata={"help": "How many held-out starter prompts to answer."})
     batch_size: int = field(default=4, metadata={"help": "Prompts per generate call."})
     max_new_tokens: int = field(default=64, metadata={"help": "Length limit of each answer."})

@@ -25,7 +25,9 @@ def lora_config(spec: Any, task: str = "causal"):
     elif isinstance(spec, dict):
         fields = {**DEFAULT_LORA, **spec}
     else:
-        raise TypeError(f"lora must be True, a rank (int), a dict of LoraConfig fields or a LoraConfig; got {spec!r}")
+        raise TypeError(
+            f"lora must be True, a rank (int), a dict of LoraConfig fields or a LoraConfig; got {spec!r}"
+        )
     fields.setdefault("task_type", TASK_TYPES[task])
     return LoraConfig(**fields)
 

@@ -135,7 +135,9 @@ class RewardModel(ModelBundle):
         return path
 
     def save_normalization(self, path: str | Path) -> None:
-        (Path(path) / NORMALIZATION_FILE).write_text(json.dumps({"offset": self.offset, "scale": self.scale}) + "\n")
+        (Path(path) / NORMALIZATION_FILE).write_text(
+            json.dumps({"offset": self.offset, "scale": self.scale}) + "\n"
+        )
 
     def load_normalization(self, path: str | Path) -> None:
         file = Path(path) / NORMALIZATION_FILE
@@ -145,12 +147,19 @@ class RewardModel(ModelBundle):
 
     @torch.no_grad()
     def score(
-        self, prompts: Sequence[Prompt], completions: Sequence[str], *, batch_size: int = 16, max_length: int = 1024
+        self,
+        prompts: Sequence[Prompt],
+        completions: Sequence[str],
+        *,
+        batch_size: int = 16,
+        max_length: int = 1024,
     ) -> list[float]:
         """Score each completion of its prompt. Text is re-tokenized with this model's tokenizer,
         so any reward model pairs with any policy."""
         if len(prompts) != len(completions):
-            raise ValueError(f"got {len(prompts)} prompts but {len(completions)} completions; pass one per prompt")
+            raise ValueError(
+                f"got {len(prompts)} prompts but {len(completions)} completions; pass one per prompt"
+            )
         was_training = self.model.training
         self.model.eval()
         scores: list[float] = []
@@ -302,7 +311,9 @@ def _as_bundle(obj: Any, cls: type, loader) -> Any:
         return cls(model=obj.model, tokenizer=obj.tokenizer, name=getattr(obj, "name", "model"))
     if obj is None or isinstance(obj, (str, Path)):
         return loader(obj)
-    raise TypeError(f"expected a {cls.__name__}, a run result, a path or a model name, got {type(obj).__name__}")
+    raise TypeError(
+        f"expected a {cls.__name__}, a run result, a path or a model name, got {type(obj).__name__}"
+    )
 
 
 def prepare_tokenizer(tokenizer) -> Any:
@@ -321,7 +332,9 @@ def prepare_tokenizer(tokenizer) -> Any:
 # Helpers
 
 
-def _from_pretrained(auto_cls, name, *, dtype, device, quantize, trust_remote_code, adapter_base=None, **kwargs):
+def _from_pretrained(
+    auto_cls, name, *, dtype, device, quantize, trust_remote_code, adapter_base=None, **kwargs
+):
     from transformers import AutoTokenizer
 
     device = _pick_device(device)
@@ -344,7 +357,9 @@ def _from_pretrained(auto_cls, name, *, dtype, device, quantize, trust_remote_co
     load_kwargs.setdefault("use_safetensors", None if "gguf_file" in load_kwargs else True)
     if quantize is not None:
         load_kwargs["quantization_config"] = lora_lib.bnb_config(quantize, device)
-    tok_kwargs = {k: load_kwargs[k] for k in ("gguf_file", "local_files_only", "trust_remote_code") if k in load_kwargs}
+    tok_kwargs = {
+        k: load_kwargs[k] for k in ("gguf_file", "local_files_only", "trust_remote_code") if k in load_kwargs
+    }
     tokenizer = prepare_tokenizer(AutoTokenizer.from_pretrained(source, **tok_kwargs))
     model = auto_cls.from_pretrained(source, **load_kwargs)
     if len(tokenizer) > model.get_input_embeddings().num_embeddings:
@@ -383,7 +398,8 @@ def _reward_head_on(bundle) -> Any:
         import copy
 
         source = copy.deepcopy(source).merge_and_unload()
-    config = source.config.__class__.from_dict({**source.config.to_dict(), "num_labels": 1})
+    values = {k: v for k, v in source.config.to_dict().items() if k not in ("id2label", "label2id")}
+    config = source.config.__class__.from_dict({**values, "num_labels": 1})
     model = AutoModelForSequenceClassification.from_config(config, dtype=next(source.parameters()).dtype)
     trunk = getattr(source, source.base_model_prefix)
     getattr(model, model.base_model_prefix).load_state_dict(trunk.state_dict())

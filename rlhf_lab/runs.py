@@ -26,8 +26,17 @@ class RunFolder:
     def __init__(self, path: str | Path, *, overwrite: bool = True):
         self.path = Path(path)
         if self.path.exists() and any(self.path.iterdir()) and not overwrite:
-            raise FileExistsError(f"run folder {self.path} already exists and is not empty; pick another run_name")
+            raise FileExistsError(
+                f"run folder {self.path} already exists and is not empty; pick another run_name"
+            )
         self.path.mkdir(parents=True, exist_ok=True)
+
+    RUN_FILES = ("run.json", "metrics.jsonl", "summary.json", "samples.jsonl", "config.yaml")
+
+    def reset(self) -> None:
+        """Remove an earlier run's files (run.json first: a half-replaced run never looks finished)."""
+        for name in self.RUN_FILES:
+            (self.path / name).unlink(missing_ok=True)
 
     def write_config(self, config: Any) -> Path:
         return self._atomic("config.yaml", to_yaml(config))
@@ -36,7 +45,9 @@ class RunFolder:
         return self._atomic("summary.json", json.dumps(_finite(summary), indent=2, ensure_ascii=False) + "\n")
 
     def write_samples(self, rows: list[dict]) -> Path:
-        return self._atomic("samples.jsonl", "".join(json.dumps(_finite(r), ensure_ascii=False) + "\n" for r in rows))
+        return self._atomic(
+            "samples.jsonl", "".join(json.dumps(_finite(r), ensure_ascii=False) + "\n" for r in rows)
+        )
 
     def log_metrics(self, row: dict) -> None:
         """Append one metrics row (flushed at once, so a crash keeps every earlier step)."""

@@ -43,7 +43,9 @@ def test_validate_reports_five_located_errors_and_exits_1(tmp_path, capsys):
 
 
 def test_validate_clean_file_exits_0(tmp_path, capsys):
-    path = write_jsonl(tmp_path / "ok.jsonl", [GOOD, {"prompt": "Is ice cold?", "chosen": "Yes.", "rejected": "No."}])
+    path = write_jsonl(
+        tmp_path / "ok.jsonl", [GOOD, {"prompt": "Is ice cold?", "chosen": "Yes.", "rejected": "No."}]
+    )
     assert main(["validate", str(path), "--kind", "preference"]) == 0
 
 

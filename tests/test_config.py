@@ -25,7 +25,12 @@ def test_overrides_are_typed():
     config = load_config(StageConfig, None, ["learning_rate=1e-4", "max_steps=5", "lora_r=16",
                                              "target_modules=[a, b]", "run_name=x"])  # fmt: skip
     assert config.learning_rate == 1e-4 and isinstance(config.learning_rate, float)
-    assert (config.max_steps, config.lora_r, config.target_modules, config.run_name) == (5, 16, ["a", "b"], "x")
+    assert (config.max_steps, config.lora_r, config.target_modules, config.run_name) == (
+        5,
+        16,
+        ["a", "b"],
+        "x",
+    )
     assert apply_overrides(config, ["lora_r=null"]).lora_r is None
 
 
@@ -36,7 +41,9 @@ def test_file_then_overrides(tmp_path):
 
 
 def test_unknown_override_key_suggests_the_right_one():
-    with pytest.raises(ConfigError, match=r"unknown key 'lerning_rate' for StageConfig; did you mean 'learning_rate'\?"):
+    with pytest.raises(
+        ConfigError, match=r"unknown key 'lerning_rate' for StageConfig; did you mean 'learning_rate'\?"
+    ):
         load_config(StageConfig, None, ["lerning_rate=1e-4"])
 
 
@@ -67,11 +74,14 @@ def test_run_folder_defaults():
     assert RunConfig(output_dir="runs/x", run_name="y").run_name == "y"
 
 
-def test_shipped_example_configs_load():
+@pytest.mark.parametrize("name", ["demo", "sft", "reward", "dpo", "kto"])
+def test_shipped_example_configs_load(name):
     from pathlib import Path
 
     from rlhf_lab.demo import DemoConfig
+    from rlhf_lab.stages import stage
 
+    config_class = DemoConfig if name == "demo" else stage(name)[1]
     root = Path(__file__).resolve().parents[1]
-    config = load_config(DemoConfig, root / "configs" / "demo.yaml")
-    assert config.output_dir == "runs/demo" and config.model is None and config.num_prompts == 8
+    config = load_config(config_class, root / "configs" / f"{name}.yaml")
+    assert config.output_dir == f"runs/{name}" and config.model is None

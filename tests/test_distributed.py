@@ -24,7 +24,14 @@ def write_data(path: Path, stage: str) -> Path:
     rows = []
     for i in range(16):
         if stage == "sft":
-            rows.append({"messages": [{"role": "user", "content": f"Say {i}."}, {"role": "assistant", "content": f"{i}"}]})
+            rows.append(
+                {
+                    "messages": [
+                        {"role": "user", "content": f"Say {i}."},
+                        {"role": "assistant", "content": f"{i}"},
+                    ]
+                }
+            )
         else:
             rows.append({"prompt": f"Is {i} even?", "chosen": "yes" if i % 2 == 0 else "no",
                          "rejected": "no" if i % 2 == 0 else "yes"})  # fmt: skip

@@ -107,7 +107,10 @@ class TestRewardModel:
         rm = load_reward_model(tiny_policy)
         assert rm.model.config.num_labels == 1
         assert torch.equal(rm.model.model.embed_tokens.weight, tiny_policy.model.model.embed_tokens.weight)
-        assert rm.model.model.embed_tokens.weight.data_ptr() != tiny_policy.model.model.embed_tokens.weight.data_ptr()
+        assert (
+            rm.model.model.embed_tokens.weight.data_ptr()
+            != tiny_policy.model.model.embed_tokens.weight.data_ptr()
+        )
 
     def test_scores_do_not_depend_on_batch_padding(self, tiny_reward):
         prompts = ["Hi", "Tell me about the history of the Roman empire in detail, please."]

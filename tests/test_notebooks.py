@@ -23,7 +23,9 @@ def test_notebook_runs_under_papermill(name, tmp_path):
     import nbformat
 
     executed = nbformat.read(out, as_version=4)
-    errors = [o for c in executed.cells if c.cell_type == "code" for o in c.outputs if o.output_type == "error"]
+    errors = [
+        o for c in executed.cells if c.cell_type == "code" for o in c.outputs if o.output_type == "error"
+    ]
     assert not errors
     assert any(c.metadata.get("tags") == ["injected-parameters"] for c in executed.cells)
 

@@ -51,7 +51,9 @@ def test_run_folder_is_complete(trained):
     rows = [json.loads(line) for line in (folder / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in rows if "loss" in r] == [4, 8, 12, 16, 20, 24]
     summary = json.loads((folder / "summary.json").read_text())
-    assert summary["stage"] == "sft" and summary["steps"] == 24 and summary["final"]["loss"] == rows[-2]["loss"]
+    assert (
+        summary["stage"] == "sft" and summary["steps"] == 24 and summary["final"]["loss"] == rows[-2]["loss"]
+    )
     samples = [json.loads(line) for line in (folder / "samples.jsonl").read_text().splitlines()]
     assert len(samples) == 2 and all("completion" in s for s in samples)
     # config.yaml round-trips into the same config
@@ -74,7 +76,8 @@ def test_training_template_renders_the_same_and_masks_only_the_assistant(tiny_po
     assert "{% generation %}" in template
     for conversation in PROBES:
         assert tok.apply_chat_template(conversation, tokenize=False) == tok.apply_chat_template(
-            conversation, tokenize=False, chat_template=template)
+            conversation, tokenize=False, chat_template=template
+        )
     out = tok.apply_chat_template(PROBES[1], tokenize=True, return_dict=True, return_assistant_tokens_mask=True,
                                   chat_template=template)  # fmt: skip
     kept = [i for i, m in zip(out["input_ids"], out["assistant_masks"]) if m]
@@ -86,7 +89,9 @@ def test_lora_saves_adapters_only_and_reloads(tmp_path, tiny_policy):
     trainable = [n for n, p in run.model.named_parameters() if p.requires_grad]
     assert trainable and all("lora_" in n for n in trainable)
     model_dir = run.output_dir / "model"
-    assert (model_dir / "adapter_model.safetensors").exists() and not (model_dir / "model.safetensors").exists()
+    assert (model_dir / "adapter_model.safetensors").exists() and not (
+        model_dir / "model.safetensors"
+    ).exists()
     again = load_run(run.output_dir)
     prompt = ["Repeat stone (7)."]
     assert again.bundle.generate(prompt, max_new_tokens=6) == run.bundle.generate(prompt, max_new_tokens=6)
@@ -115,7 +120,9 @@ def no_model_loads(monkeypatch):
 def test_bad_configs_fail_before_any_model_loads(tmp_path, no_model_loads):
     with pytest.raises(ConfigError, match="learning_rate must be positive"):
         config(tmp_path, learning_rate=0)
-    with pytest.raises(ConfigError, match=r"batch_size=10 is not a multiple of per_device_train_batch_size x processes = 4"):
+    with pytest.raises(
+        ConfigError, match=r"batch_size=10 is not a multiple of per_device_train_batch_size x processes = 4"
+    ):
         config(tmp_path, batch_size=10, per_device_train_batch_size=4)
     with pytest.raises(ConfigError, match="SFT data is empty"):
         sft("tiny", [], config(tmp_path))

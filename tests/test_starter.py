@@ -40,7 +40,13 @@ def test_formats_are_trl_conversational():
 
 def test_preferences_cover_categories_and_flaws_and_length_does_not_decide():
     rows = read_rows("preference")
-    assert set(Counter(r["category"] for r in rows)) >= {"helpfulness", "honesty", "harmlessness", "coding", "reasoning"}
+    assert set(Counter(r["category"] for r in rows)) >= {
+        "helpfulness",
+        "honesty",
+        "harmlessness",
+        "coding",
+        "reasoning",
+    }
     flaws = Counter(r["flaw"] for r in rows)
     assert set(flaws) == {"wrong", "evasive", "rude", "unsafe", "rambling", "off-topic"}
     assert min(flaws.values()) >= 20

@@ -39,7 +39,9 @@ class LabFields:
         metadata={"help": "What to start from when run from the CLI: None (embedded SmolLM2), a path, "
                           "a hub id, a run folder, or 'tiny' (tiny random Llama)."},
     )  # fmt: skip
-    data: str = field(default="starter", metadata={"help": "Training data file, or 'starter' for the shipped set."})
+    data: str = field(
+        default="starter", metadata={"help": "Training data file, or 'starter' for the shipped set."}
+    )
     eval_data: str | None = field(default=None, metadata={"help": "Held-out data file, or 'starter'."})
     batch_size: int | None = field(
         default=None,
@@ -47,14 +49,24 @@ class LabFields:
                           "(per_device_train_batch_size x processes), which must divide evenly."},
     )  # fmt: skip
     num_samples: int = field(default=4, metadata={"help": "Held-out completions written to samples.jsonl."})
-    lora_r: int = field(default=0, metadata={"help": "LoRA rank when run from the CLI; 0 trains every weight."})
+    lora_r: int = field(
+        default=0, metadata={"help": "LoRA rank when run from the CLI; 0 trains every weight."}
+    )
     # TRL / transformers defaults that do not suit a lab on a laptop:
     report_to: Any = field(default="none", metadata={"help": "Integrations to report to (none by default)."})
-    save_strategy: Any = field(default="no", metadata={"help": "Final weights are always saved; checkpoints: 'steps'."})
+    save_strategy: Any = field(
+        default="no", metadata={"help": "Final weights are always saved; checkpoints: 'steps'."}
+    )
     logging_steps: float = field(default=5, metadata={"help": "Log every N optimizer steps."})
-    activation_checkpointing: bool | None = field(default=False, metadata={"help": "Trade compute for memory."})
-    gradient_checkpointing: bool | None = field(default=None, metadata={"help": "Old name of activation_checkpointing."})
-    bf16: bool | None = field(default=None, metadata={"help": "bf16 mixed precision; default: on a GPU that has it."})
+    activation_checkpointing: bool | None = field(
+        default=False, metadata={"help": "Trade compute for memory."}
+    )
+    gradient_checkpointing: bool | None = field(
+        default=None, metadata={"help": "Old name of activation_checkpointing."}
+    )
+    bf16: bool | None = field(
+        default=None, metadata={"help": "bf16 mixed precision; default: on a GPU that has it."}
+    )
 
     def __post_init__(self):
         if self.bf16 is None:
@@ -119,7 +131,10 @@ class RunLogger(TrainerCallback):
 
 
 def start_run(config) -> tuple[RunFolder, RunLogger]:
+    """The run folder, emptied of an earlier run's files when output_dir is reused."""
     folder = RunFolder(config.output_dir)
+    if config.process_index == 0:
+        folder.reset()
     return folder, RunLogger(folder)
 
 
@@ -163,7 +178,9 @@ def resolve_data(loader, kind: str, source: Any, split: str = "train"):
     return loader(source)
 
 
-def policy_samples(policy: Policy, n: int, prompts: list | None = None, max_new_tokens: int = 64) -> list[dict]:
+def policy_samples(
+    policy: Policy, n: int, prompts: list | None = None, max_new_tokens: int = 64
+) -> list[dict]:
     """Greedy completions of `n` held-out prompts (starter test prompts by default) for samples.jsonl."""
     if n <= 0:
         return []
@@ -223,6 +240,10 @@ def load_run(path: str | Path) -> RunResult:
     import pandas as pd
 
     path = Path(path)
+    if (path / "ensemble.json").exists():
+        from .reward import load_reward_run
+
+        return load_reward_run(path)
     if not (path / "run.json").exists():
         raise FileNotFoundError(f"{path} is not a finished run: run.json is missing (a run writes it last)")
     manifest = json.loads((path / "run.json").read_text())
@@ -232,13 +253,22 @@ def load_run(path: str | Path) -> RunResult:
     loader = load_reward_model if manifest["kind"] == "reward" else load_policy
     bundle = loader(path / "model", adapter_base=base, dtype="auto")  # the dtype it was saved in
     bundle.name = path.name
-    metrics = pd.DataFrame(read_jsonl(path / "metrics.jsonl")) if (path / "metrics.jsonl").exists() else pd.DataFrame()
+    metrics = (
+        pd.DataFrame(read_jsonl(path / "metrics.jsonl"))
+        if (path / "metrics.jsonl").exists()
+        else pd.DataFrame()
+    )
     summary = json.loads((path / "summary.json").read_text())
     import yaml
 
     config = yaml.safe_load((path / "config.yaml").read_text())
-    return RunResult(stage=manifest["stage"], model=bundle.model, tokenizer=bundle.tokenizer, metrics=metrics,
-                     summary=summary, output_dir=path, config=config, bundle=bundle)  # fmt: skip
+    result = RunResult(stage=manifest["stage"], model=bundle.model, tokenizer=bundle.tokenizer, metrics=metrics,
+                       summary=summary, output_dir=path, config=config, bundle=bundle)  # fmt: skip
+    if manifest["kind"] == "reward":  # callable as rm(prompts, completions), like the run that made it
+        from .reward import RewardRun
+
+        return RewardRun.from_result(result)
+    return result
 
 
 def _base_for_adapter(model, folder: RunFolder) -> str | None:

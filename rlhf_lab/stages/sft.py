@@ -1,6 +1,6 @@
 """Supervised fine-tuning on TRL's SFTTrainer: chat template, loss on assistant tokens only.
 
-    run = lab.sft(lab.load_policy(), lab.starter_data("sft", "train"), lab.SFTConfig(max_steps=50))
+run = lab.sft(lab.load_policy(), lab.starter_data("sft", "train"), lab.SFTConfig(max_steps=50))
 """
 
 from __future__ import annotations
@@ -35,11 +35,17 @@ TEMPLATES = Path(__file__).resolve().parents[1] / "chat_templates"
 class SFTConfig(LabFields, trl.SFTConfig):
     """`trl.SFTConfig` (every TRL option stays available) with the lab's fields and defaults."""
 
-    output_dir: str = field(default_factory=lambda: default_run_dir("sft"), metadata={"help": "The run folder."})
+    output_dir: str = field(
+        default_factory=lambda: default_run_dir("sft"), metadata={"help": "The run folder."}
+    )
     assistant_only_loss: bool = field(default=True, metadata={"help": "Train on assistant tokens only."})
     learning_rate: float = field(default=2e-5, metadata={"help": "AdamW learning rate."})
-    num_train_epochs: float = field(default=1.0, metadata={"help": "Passes over the data (max_steps wins if set)."})
-    max_length: int | None = field(default=512, metadata={"help": "Truncate tokenized conversations to this length."})
+    num_train_epochs: float = field(
+        default=1.0, metadata={"help": "Passes over the data (max_steps wins if set)."}
+    )
+    max_length: int | None = field(
+        default=512, metadata={"help": "Truncate tokenized conversations to this length."}
+    )
 
     def __post_init__(self):
         super().__post_init__()
@@ -58,7 +64,9 @@ def sft(model: Any = None, data: Any = None, config: SFTConfig | None = None, *,
     started = time.perf_counter()
     dataset = resolve_data(load_sft, "sft", config.data if data is None else data)
     check_not_empty(dataset, "SFT data", data if data is not None else config.data)
-    evaluation = resolve_data(load_sft, "sft", eval_data if eval_data is not None else config.eval_data, "test")
+    evaluation = resolve_data(
+        load_sft, "sft", eval_data if eval_data is not None else config.eval_data, "test"
+    )
     folder, logger = start_run(config)
 
     policy, _ = resolve_policy(model, config)

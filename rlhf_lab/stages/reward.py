@@ -1,0 +1,397 @@
+"""Reward modelling: a Bradley-Terry scalar head trained on preference pairs with TRL's RewardTrainer.
+
+    rm = lab.train_reward_model(sft, "starter", lab.RewardConfig())
+    rm(["How do I boil an egg?"], ["Simmer it for nine minutes."])     # normalized scores
+    ens = lab.train_reward_model("tiny", prefs, lab.RewardConfig(ensemble=3, ensemble_aggregate="mean_minus_std"))
+
+After training, scores are normalized to mean 0 / std 1 over the distinct training responses
+(offset and scale are saved in model/reward_normalization.json). The summary carries
+`evaluate_reward_model` figures on a held-out set: `eval_data` if given, else the starter test split
+when training on "starter", else the prompts whose SHA-1 falls in the first `eval_fraction` of the
+hash range (all pairs of a prompt stay on one side, and the split moves with neither seed nor order).
+
+An ensemble (`ensemble=k`) trains k models with seeds seed..seed+k-1, each a complete run in
+`member-<i>/` that `load_run` reloads on its own. The top folder holds config.yaml, summary.json,
+samples.jsonl, metrics.jsonl (with a `member` column) and, written last, ensemble.json; it has no
+run.json, so `load_run` refuses it: use `load_reward_run`, which reads single runs and ensembles.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+import math
+import time
+from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import trl
+from datasets import Dataset
+
+from ..config import ConfigError, default_run_dir
+from ..data import load_preferences
+from ..lora import apply_lora
+from ..models import RewardModel, load_reward_model, tiny_model
+from ..runs import RunFolder
+from .common import (
+    LabFields,
+    RunResult,
+    check_not_empty,
+    finish_run,
+    load_run,
+    lora_spec,
+    resolve_data,
+    start_run,
+)
+from .reward_eval import PairScores, expected_calibration_error, pair_metrics, score_pairs, split_response
+
+AGGREGATES = ("mean", "mean_minus_std")
+ENSEMBLE_FILE = "ensemble.json"
+
+
+@dataclass
+class RewardConfig(LabFields, trl.RewardConfig):
+    """`trl.RewardConfig` (center_rewards_coefficient and every TRL option stay) with the lab's fields."""
+
+    output_dir: str = field(default_factory=lambda: default_run_dir("reward"), metadata={"help": "Run folder."})  # fmt: skip
+    learning_rate: float = field(default=1e-5, metadata={"help": "AdamW learning rate (1e-4 suits LoRA)."})
+    num_train_epochs: float = field(default=1.0, metadata={"help": "Passes over the data (max_steps wins)."})
+    max_length: int | None = field(default=512, metadata={"help": "Pairs with a longer side are dropped."})
+    num_samples: int = field(default=32, metadata={"help": "Held-out pairs written to samples.jsonl."})
+    use_margin: bool = field(
+        default=False,
+        metadata={"help": "Bradley-Terry with a margin: loss = -log sigmoid(r_c - r_r - (score_chosen - score_rejected)). "
+                          "Needs score_chosen / score_rejected in the data."},
+    )  # fmt: skip
+    ensemble: int = field(default=1, metadata={"help": "Train k reward models, seeds seed..seed+k-1."})
+    ensemble_aggregate: str = field(
+        default="mean", metadata={"help": "'mean' or 'mean_minus_std' of scores."}
+    )
+    ensemble_lambda: float = field(default=1.0, metadata={"help": "lambda in mean - lambda * std (ddof=0)."})
+    eval_fraction: float = field(
+        default=0.1,
+        metadata={"help": "Held out from non-starter training data when eval_data is unset (by prompt hash); 0: none."},
+    )  # fmt: skip
+
+    def __post_init__(self):
+        # Checked before TRL's own set-up so a bad value fails fast, long before any model loads.
+        if self.learning_rate <= 0:
+            raise ConfigError(f"learning_rate must be positive, got {self.learning_rate}. Fix: e.g. 1e-5.")
+        if isinstance(self.ensemble, bool) or not isinstance(self.ensemble, int) or self.ensemble < 1:
+            raise ConfigError(f"ensemble must be a whole number of reward models >= 1, got {self.ensemble!r}. "
+                              f"Fix: ensemble=1 for a single model, or e.g. ensemble=3.")  # fmt: skip
+        if self.ensemble_aggregate not in AGGREGATES:
+            raise ConfigError(f"ensemble_aggregate must be one of {', '.join(AGGREGATES)}, got "
+                              f"{self.ensemble_aggregate!r}. Fix: ensemble_aggregate='mean'.")  # fmt: skip
+        if not math.isfinite(self.ensemble_lambda) or self.ensemble_lambda < 0:
+            raise ConfigError(f"ensemble_lambda must be >= 0 (it penalizes disagreement), got {self.ensemble_lambda}. "
+                              f"Fix: e.g. ensemble_lambda=1.0.")  # fmt: skip
+        if not 0 <= self.eval_fraction < 1:
+            raise ConfigError(f"eval_fraction must be in [0, 1), got {self.eval_fraction}. Fix: e.g. 0.1, or 0 "
+                              f"to hold nothing out (or pass eval_data).")  # fmt: skip
+        if self.center_rewards_coefficient is not None and self.center_rewards_coefficient < 0:
+            raise ConfigError(f"center_rewards_coefficient must be >= 0 or None, got "
+                              f"{self.center_rewards_coefficient}. Fix: e.g. 0.01 (Eisenstein et al.).")  # fmt: skip
+        super().__post_init__()
+
+
+class RewardRun(RunResult):
+    """A reward run that scores like its model: `run(prompts, completions) -> list[float]`."""
+
+    def score(self, prompts, completions, **kwargs) -> list[float]:
+        return self.bundle.score(prompts, completions, **kwargs)
+
+    __call__ = score
+
+    @classmethod
+    def from_result(cls, result: RunResult) -> RewardRun:
+        return cls(**{f.name: getattr(result, f.name) for f in fields(RunResult)})
+
+    def __repr__(self) -> str:
+        return f"RewardRun(output_dir='{self.output_dir}', steps={len(self.metrics)})"
+
+
+@dataclass(repr=False)
+class RewardEnsemble:
+    """k reward runs scored together: the mean of their normalized scores, or mean - lam * std.
+
+    std is the population std over members (ddof=0). Has the reporting fields of a RunResult
+    (summary, metrics, output_dir, config) but no single `.model`: pass it where a reward callable
+    is taken.
+    """
+
+    members: list[RewardRun]
+    aggregate: str = "mean"
+    lam: float = 1.0
+    summary: dict = field(default_factory=dict)
+    metrics: Any = None
+    output_dir: Path | None = None
+    config: Any = None
+    stage: str = "reward"
+
+    def member_scores(self, prompts, completions, **kwargs) -> np.ndarray:
+        """Scores with shape (members, completions)."""
+        return np.array([m.score(prompts, completions, **kwargs) for m in self.members], dtype=float)
+
+    def score(self, prompts, completions, **kwargs) -> list[float]:
+        return aggregate_scores(self.member_scores(prompts, completions, **kwargs), self.aggregate, self.lam)
+
+    __call__ = score
+
+    def __repr__(self) -> str:
+        return f"RewardEnsemble(members={len(self.members)}, aggregate={self.aggregate!r}, output_dir='{self.output_dir}')"  # noqa: E501
+
+    @property
+    def name(self) -> str:
+        return self.output_dir.name if self.output_dir else "ensemble"
+
+
+def aggregate_scores(member_scores: np.ndarray, aggregate: str = "mean", lam: float = 1.0) -> list[float]:
+    """Combine a (members, n) score matrix: column mean, or mean - lam * population std."""
+    if aggregate not in AGGREGATES:
+        raise ValueError(f"aggregate must be one of {', '.join(AGGREGATES)}, got {aggregate!r}")
+    scores = np.asarray(member_scores, dtype=float)
+    combined = scores.mean(axis=0)
+    if aggregate == "mean_minus_std":
+        combined = combined - lam * scores.std(axis=0)
+    return combined.tolist()
+
+
+def train_reward_model(backbone: Any = None, prefs: Any = None, config: RewardConfig | None = None, *,
+                       lora: Any = None, callbacks: list | None = None,
+                       eval_data: Any = None) -> RewardRun | RewardEnsemble:  # fmt: skip
+    """Train a Bradley-Terry reward model on preference pairs; returns a callable run (or ensemble).
+
+    `backbone`: a reward or policy bundle, a run, a name or path, "tiny", or None (config.model;
+    None there too: the embedded SmolLM2 with a fresh scalar head). A policy gets a new scalar head
+    on a copy of its trunk; the caller's model is never changed. `prefs`: anything
+    `load_preferences` reads, or "starter" (None: config.data).
+    """
+    config = config or RewardConfig()
+    source = config.data if prefs is None else prefs
+    train, held_out, held_out_from = _prepare_data(source, eval_data if eval_data is not None else config.eval_data,
+                                                   config)  # fmt: skip
+    if config.ensemble == 1:
+        return _train_one(backbone, train, held_out, held_out_from, config, lora=lora, callbacks=callbacks)
+
+    started = time.perf_counter()
+    folder = RunFolder(config.output_dir)
+    members = []
+    for i in range(config.ensemble):
+        member_config = copy.deepcopy(config)
+        member_config.output_dir = str(folder.path / f"member-{i}")
+        member_config.run_name = f"{config.run_name}-member-{i}"
+        member_config.seed, member_config.ensemble = config.seed + i, 1
+        members.append(_train_one(backbone, train, held_out, held_out_from, member_config,
+                                  lora=lora, callbacks=callbacks))  # fmt: skip
+    return _finish_ensemble(members, folder, config, held_out, held_out_from, started)
+
+
+def load_reward_run(path: str | Path) -> RewardRun | RewardEnsemble:
+    """Reload a reward run folder, single model or ensemble, with its saved normalization."""
+    path = Path(path)
+    if (path / ENSEMBLE_FILE).exists():
+        import yaml
+
+        info = json.loads((path / ENSEMBLE_FILE).read_text())
+        members = [load_reward_run(path / name) for name in info["members"]]
+        summary = json.loads((path / "summary.json").read_text())
+        config = yaml.safe_load((path / "config.yaml").read_text())
+        return RewardEnsemble(members=members, aggregate=info["aggregate"], lam=info["lambda"], summary=summary,
+                              metrics=_member_metrics(members), output_dir=path, config=config)  # fmt: skip
+    return RewardRun.from_result(load_run(path))
+
+
+# ---------------------------------------------------------------------------------------------
+# Steps
+
+
+def _prepare_data(source: Any, eval_source: Any, config: RewardConfig):
+    """Training and held-out pairs, validated (and margins added) before any model loads."""
+    train = _one_split(resolve_data(load_preferences, "preference", source), "training")
+    check_not_empty(train, "preference data", source)
+    held_out_from = "eval_data" if eval_source is not None else None
+    if eval_source is None and isinstance(source, str) and source == "starter":
+        eval_source, held_out_from = "starter", "starter test split"
+    if eval_source is not None:
+        held_out = _one_split(resolve_data(load_preferences, "preference", eval_source, "test"), "held-out")
+        check_not_empty(held_out, "held-out preference data", eval_source)
+    else:
+        train, held_out = _carve(train, config.eval_fraction)
+        if held_out is not None:
+            held_out_from = f"eval_fraction={config.eval_fraction} of the training prompts (by SHA-1)"
+    if config.use_margin:
+        train = _with_margin(train, "training data")
+        if held_out is not None and {"score_chosen", "score_rejected"} <= set(held_out.column_names):
+            held_out = _with_margin(held_out, "eval data")
+    return train, held_out, held_out_from
+
+
+def _one_split(data, what: str):
+    if data is not None and not isinstance(data, Dataset):  # a DatasetDict from a multi-split source
+        raise ConfigError(f"the {what} preference data has several splits ({', '.join(data)}). "
+                          f"Fix: pass one split, e.g. prefs['train'].")  # fmt: skip
+    return data
+
+
+def _carve(dataset, fraction: float):
+    """Split off the prompts whose SHA-1 lands in the first `fraction` of the hash range."""
+    if fraction <= 0:
+        return dataset, None
+    keys = [json.dumps(p, sort_keys=True, ensure_ascii=False) for p in dataset["prompt"]]
+    held = [int(hashlib.sha1(k.encode()).hexdigest(), 16) % 10_000 < fraction * 10_000 for k in keys]
+    if all(held):
+        raise ConfigError(f"eval_fraction={fraction} holds out every one of the {len(dataset)} training pairs. "
+                          f"Fix: lower eval_fraction, set it to 0, or pass eval_data.")  # fmt: skip
+    if not any(held):
+        return dataset, None
+    return (dataset.select([i for i, h in enumerate(held) if not h]),
+            dataset.select([i for i, h in enumerate(held) if h]))  # fmt: skip
+
+
+def _with_margin(dataset, what: str):
+    if not {"score_chosen", "score_rejected"} <= set(dataset.column_names):
+        raise ConfigError(f"use_margin=True needs score_chosen and score_rejected in the {what}, which has only "
+                          f"{', '.join(dataset.column_names)}. Fix: set use_margin=False, or use scored data "
+                          f"(UltraFeedback, rated responses, or pairs with score_chosen/score_rejected).")  # fmt: skip
+    margins = [c - r for c, r in zip(dataset["score_chosen"], dataset["score_rejected"])]
+    if "margin" in dataset.column_names:
+        dataset = dataset.remove_columns("margin")
+    return dataset.add_column("margin", margins)
+
+
+def _train_one(
+    backbone, train, held_out, held_out_from, config: RewardConfig, *, lora, callbacks
+) -> RewardRun:
+    started = time.perf_counter()
+    folder, logger = start_run(config)
+    rm = _reward_backbone(backbone, config)
+    if spec := lora_spec(lora, config):
+        rm.model = apply_lora(rm.model, spec, task="reward")
+    if not rm.tokenizer.chat_template:  # an encoder: TRL has no template to apply, so hand it the ids
+        train, held_out = (_encoder_ids(rm, d, config) if d is not None else None for d in (train, held_out))
+    trainer = trl.RewardTrainer(model=rm.model, args=config, train_dataset=train, eval_dataset=held_out,
+                                processing_class=copy.deepcopy(rm.tokenizer),
+                                callbacks=[logger, *(callbacks or [])])  # fmt: skip
+    trainer.train()
+    rm.model = trainer.model
+    _normalize(rm, train, config)
+    scores = (
+        None if held_out is None else score_pairs(rm, held_out, batch_size=config.per_device_eval_batch_size)
+    )
+    summary = {
+        "train_pairs": len(train), "train_pairs_used": len(trainer.train_dataset),  # TRL drops pairs > max_length
+        "held_out": held_out_from, "normalization": {"offset": rm.offset, "scale": rm.scale},
+        "use_margin": config.use_margin, "center_rewards_coefficient": config.center_rewards_coefficient,
+        "eval": None if scores is None else pair_metrics(scores),
+        # Normalizing divides margins by `scale`, which changes sigmoid(margin); this is BT's own calibration.
+        "ece_raw": None if scores is None else expected_calibration_error((scores.r_chosen - scores.r_rejected) * rm.scale),
+    }  # fmt: skip
+    samples = [] if scores is None else _samples(scores, config.num_samples)
+    result = finish_run("reward", trainer, rm, config, folder, logger, summary=summary, samples=samples,
+                        started=started)  # fmt: skip
+    return RewardRun.from_result(result)
+
+
+def _reward_backbone(backbone: Any, config: RewardConfig) -> RewardModel:
+    """A private RewardModel to train: reward models are copied, policies get a fresh head on a trunk copy."""
+    source = config.model if backbone is None else backbone
+    if isinstance(source, RewardEnsemble):
+        raise TypeError("an ensemble cannot be a backbone; pass one of its members (ensemble.members[i])")
+    # Seeded so each ensemble member gets its own fresh head, and the same seed the same head.
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(config.seed)
+        if isinstance(source, str) and source == "tiny":
+            return tiny_model("reward", seed=config.seed)
+        if source is None or isinstance(source, (str, Path)):
+            if source is not None and (Path(source) / "run.json").exists():
+                source = load_run(source).bundle  # a reward run keeps training; a policy run gets a head
+            else:
+                return load_reward_model(source)
+        bundle = source.bundle if isinstance(source, RunResult) and source.bundle is not None else source
+        if _is_reward_model(bundle.model):
+            return RewardModel(model=copy.deepcopy(bundle.model), tokenizer=copy.deepcopy(bundle.tokenizer),
+                               name=getattr(bundle, "name", "reward"))  # fmt: skip
+        return load_reward_model(bundle)
+
+
+def _encoder_ids(rm: RewardModel, dataset, config: RewardConfig):
+    """chosen_ids / rejected_ids exactly as `rm.score` encodes them (TRL then skips its own tokenizing)."""
+
+    def encode(rows):
+        out = {}
+        for side in ("chosen", "rejected"):
+            prompts, texts = zip(*(split_response(p, r) for p, r in zip(rows["prompt"], rows[side])))
+            out[f"{side}_ids"] = rm.token_ids(prompts, texts, max_length=config.max_length or 512)
+        return out
+
+    return dataset.map(encode, batched=True)
+
+
+def _is_reward_model(model) -> bool:
+    return "ForSequenceClassification" in type(model).__name__ and getattr(model.config, "num_labels", 0) == 1
+
+
+def _normalize(rm: RewardModel, train, config: RewardConfig) -> None:
+    """offset/scale = mean/std of raw rewards over the distinct training responses (chosen and rejected)."""
+    rm.offset, rm.scale = 0.0, 1.0
+    raw = score_pairs(rm, train, batch_size=config.per_device_eval_batch_size).response_scores
+    std = float(raw.std())
+    rm.offset, rm.scale = float(raw.mean()), std if std > 1e-8 else 1.0  # a constant RM: shift only
+
+
+def _samples(scores: PairScores, n: int, members: np.ndarray | None = None) -> list[dict]:
+    rows = []
+    for i in range(min(n, len(scores.chosen))):
+        prompt = scores.prompts[i]
+        rows.append({"prompt": prompt if isinstance(prompt, str) else prompt[-1]["content"],
+                     "chosen": scores.chosen[i], "rejected": scores.rejected[i],
+                     "r_chosen": float(scores.r_chosen[i]), "r_rejected": float(scores.r_rejected[i])})  # fmt: skip
+        if members is not None:  # each member's (r_chosen, r_rejected), to see where they disagree
+            rows[-1]["members"] = members[:, i].tolist()
+    return rows
+
+
+def _finish_ensemble(members: list[RewardRun], folder: RunFolder, config: RewardConfig, held_out,
+                     held_out_from: str | None, started: float) -> RewardEnsemble:  # fmt: skip
+    import pandas as pd
+
+    ensemble = RewardEnsemble(members=members, aggregate=config.ensemble_aggregate, lam=config.ensemble_lambda,
+                              output_dir=folder.path, config=config)  # fmt: skip
+    ensemble.metrics = _member_metrics(members)
+    scores, per_member = None, None
+    if held_out is not None:
+        # Score each member once and aggregate exactly as RewardEnsemble.score does, per distinct response.
+        each = [score_pairs(m, held_out, batch_size=config.per_device_eval_batch_size) for m in members]
+        combined = np.array(aggregate_scores(np.stack([s.response_scores for s in each]), ensemble.aggregate,
+                                             ensemble.lam))  # fmt: skip
+        c, r = each[0].chosen_ids, each[0].rejected_ids
+        scores = replace(each[0], response_scores=combined, r_chosen=combined[c], r_rejected=combined[r])
+        per_member = np.stack([np.stack([s.r_chosen, s.r_rejected], axis=1) for s in each])
+    ensemble.summary = {
+        "stage": "reward", "ensemble": len(members), "aggregate": config.ensemble_aggregate,
+        "lambda": config.ensemble_lambda, "members": [m.output_dir.name for m in members],
+        "wall_s": round(time.perf_counter() - started, 2), "train_pairs": members[0].summary["train_pairs"],
+        "held_out": held_out_from, "eval": None if scores is None else pair_metrics(scores),
+        "member_eval": [m.summary["eval"] for m in members],
+    }  # fmt: skip
+    if config.process_index == 0:  # under accelerate launch only the main process writes
+        folder.write_config(config)
+        folder.write_samples([] if scores is None else _samples(scores, config.num_samples, per_member))
+        for row in ensemble.metrics.to_dict("records"):  # the frame fills keys a row lacks with NaN
+            folder.log_metrics({k: v for k, v in row.items() if pd.notna(v)})
+        folder.write_summary(ensemble.summary)
+        info = {"members": ensemble.summary["members"], "aggregate": ensemble.aggregate, "lambda": ensemble.lam}  # fmt: skip
+        # Written last: its presence says the ensemble finished (as run.json does for one run).
+        (folder.path / ENSEMBLE_FILE).write_text(json.dumps(info, indent=2) + "\n")
+    return ensemble
+
+
+def _member_metrics(members: list[RewardRun]):
+    import pandas as pd
+
+    return pd.concat([m.metrics.assign(member=i) for i, m in enumerate(members)], ignore_index=True)
