@@ -137,6 +137,22 @@ class TestNormalization:
             assert again(prompts, texts) == pytest.approx(run(prompts, texts), abs=1e-5)
 
 
+    def test_normalize_false_keeps_raw_scores(self, tmp_path):
+        train = marker_pairs(16, seed=2)
+        run = train_reward_model("tiny", train, tiny_config(tmp_path, "raw", normalize=False, max_steps=2))
+        assert (run.bundle.offset, run.bundle.scale) == (0.0, 1.0)
+        prompts, texts = all_texts(train)
+        batch = run.bundle.tokenizer(  # the raw head output for one response equals its score
+            run.bundle.tokenizer.apply_chat_template(
+                [{"role": "user", "content": prompts[0]}, {"role": "assistant", "content": texts[0]}], tokenize=False
+            ),
+            return_tensors="pt", add_special_tokens=False,
+        )  # fmt: skip
+        with torch.no_grad():
+            raw = run.model(**batch).logits[0, 0].item()
+        assert run([prompts[0]], [texts[0]])[0] == pytest.approx(raw, abs=1e-5)
+
+
 def scored_pairs(n: int = 4) -> list[dict]:
     return [{"prompt": f"Q{i}", "chosen": f"good answer {i}", "rejected": f"bad {i}",
              "score_chosen": 2.0 + i, "score_rejected": 1.0} for i in range(n)]  # fmt: skip

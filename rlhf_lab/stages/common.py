@@ -187,7 +187,8 @@ def policy_samples(
     if prompts is None:
         from ..starter import starter_data
 
-        prompts = [row["prompt"] for row in starter_data("prompts", "test").select(range(n))]
+        held_out = starter_data("prompts", "test")
+        prompts = [row["prompt"] for row in held_out.select(range(min(n, len(held_out))))]
     prompts = list(prompts)[:n]
     completions = policy.generate(prompts, max_new_tokens=max_new_tokens)
     return [{"prompt": p if isinstance(p, str) else p[-1]["content"], "completion": c}

@@ -3,46 +3,38 @@
     run = lab.dpo(sft.model, lab.load_preferences("prefs.jsonl"), lab.DPOConfig(beta=0.1))
     run = lab.dpo(sft.model, prefs, lab.DPOConfig(loss_type="ipo"), lora=True)
 
-This module also holds the reference-model rules that KTO shares (`prepare_models`): an explicit
-`ref=` wins; with LoRA the reference is the base with adapters disabled; a caller's bundle is its
-own frozen reference (the trained model is a private copy); otherwise a copy is made in memory.
+The reference model follows the rules in `rlhf_lab.stages.reference`, shared with KTO.
 """
 
 from __future__ import annotations
 
-import contextlib
-import copy
-import re
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
-import torch
 import trl
 
 from ..config import ConfigError, default_run_dir
 from ..data import load_preferences
-from ..lora import lora_config
-from ..models import Policy, as_policy
 from .common import (
     LabFields,
     RunResult,
     check_not_empty,
     finish_run,
-    lora_spec,
     policy_samples,
     resolve_data,
-    resolve_policy,
     start_run,
 )
-
-
-def help_names(config_cls: type, name: str) -> tuple[str, ...]:
-    """The `'quoted'` names a TRL config field's help text lists (TRL exposes no constant for them)."""
-    meta = config_cls.__dataclass_fields__[name].metadata
-    return tuple(meta.get("choices") or re.findall(r"`'(\w+)'`", meta.get("help", "")))
-
+from .reference import (
+    borrowed,
+    check_beta,
+    check_choice,
+    check_sync_ref,
+    help_names,
+    last_values,
+    prepare_models,
+    release,
+)
 
 DPO_LOSS_TYPES = help_names(trl.DPOConfig, "loss_type")
 REWARD_METRICS = ("rewards/chosen", "rewards/rejected", "rewards/margins", "rewards/accuracies")
@@ -115,129 +107,3 @@ def dpo(model: Any = None, prefs: Any = None, config: DPOConfig | None = None, *
         summary["eval"] = {k: v for k, v in eval_metrics.items() if isinstance(v, (int, float))}
     return finish_run("dpo", trainer, policy, config, folder, logger, summary=summary, samples=samples,
                       started=started)  # fmt: skip
-
-
-# ---------------------------------------------------------------------------------------------
-# What DPO and KTO share: checks, the reference model, and handing borrowed models back.
-
-
-def check_beta(beta: float) -> None:
-    if not beta > 0:
-        raise ConfigError(f"beta must be > 0 (it scales the KL penalty to the reference), got {beta}. "
-                          f"Fix: use e.g. beta=0.1; smaller lets the policy drift further.")  # fmt: skip
-
-
-def check_choice(name: str, values: list, valid: tuple[str, ...], extra: str = "") -> None:
-    if not values:
-        raise ConfigError(f"{name} is empty. Fix: use one of {', '.join(valid)}")
-    unknown = [v for v in values if v not in valid] if valid else []
-    if unknown:
-        raise ConfigError(f"{name}: unknown {', '.join(map(repr, unknown))}. Fix: use one of "
-                          f"{', '.join(valid)}{' ' + extra if extra else ''}.")  # fmt: skip
-
-
-def check_sync_ref(config, lora: Any = None) -> None:
-    """sync_ref_model's conflicts. The config checks its own lora_r; the stage adds its `lora=` argument."""
-    if config.sync_ref_model and config.precompute_ref_log_probs:
-        raise ConfigError("sync_ref_model=True needs a live reference, but precompute_ref_log_probs=True fixes its "
-                          "log-probs up front. Fix: turn one of them off.")  # fmt: skip
-    if config.sync_ref_model and lora_spec(lora, config):
-        raise ConfigError("sync_ref_model=True does not work with LoRA (the reference is the base with adapters "
-                          "off). Fix: drop lora= and set lora_r=0, or set sync_ref_model=False.")  # fmt: skip
-
-
-def prepare_models(model: Any, config, *, ref: Any = None, lora: Any = None) -> tuple[Policy, Any, Any, str]:
-    """The private policy to train, the `ref_model` for TRL, the `peft_config` for TRL, and what the reference is.
-
-    A None reference means TRL needs no second model: with `peft_config` it disables the adapters,
-    and for a policy that already carries an adapter it keeps a frozen copy of that adapter.
-    """
-    policy, given = resolve_policy(model, config)
-    spec = lora_spec(lora, config)
-    peft_config = None
-    if spec:
-        if _is_peft(policy.model):
-            # Starting from a LoRA run: fold its adapter into our copy, train a fresh one on top, and
-            # forget the checkpoint name so the run saves this merged base next to the new adapter.
-            policy.model = policy.model.merge_and_unload()
-            policy.model.config._name_or_path = ""
-        peft_config = lora_config(spec, "causal")
-    if ref is not None:
-        return policy, _reference(ref, config), peft_config, "given"
-    if spec:
-        return policy, None, peft_config, "base with adapters disabled"
-    if _is_peft(policy.model):
-        return policy, None, None, "frozen copy of the starting adapter"
-    if given:
-        # The caller's original is exactly the starting point and is never trained: no second copy.
-        return policy, as_policy(model).model, None, "caller's model"
-    # TRL would re-load `config._name_or_path`, which fails for in-memory models and for tokenizers
-    # that grew a pad token; a copy of what we loaded is the same size and always matches.
-    return policy, copy.deepcopy(policy.model), None, "copy of the starting model"
-
-
-def _reference(ref: Any, config) -> Any:
-    bundle = resolve_policy(ref, config)[0] if isinstance(ref, (str, Path)) else as_policy(ref)
-    if _is_peft(bundle.model):
-        # TRL's fused log-prob head patches a plain model; a merged copy of an adapter model is one.
-        return copy.deepcopy(bundle.model).merge_and_unload()
-    return bundle.model
-
-
-def _is_peft(model: Any) -> bool:
-    return hasattr(model, "peft_config") and hasattr(model, "get_base_model")
-
-
-# TRL (fused LM head) and accelerate (mixed-precision autocast) install these on the instance.
-_PATCHED = ("forward", "_original_forward")
-
-
-@contextlib.contextmanager
-def borrowed(model: Any):
-    """Lend a model to TRL as the frozen reference (eval mode, no grads), then hand it back as it was.
-
-    TRL turns its dropout off, patches its forward and may move it to the training device.
-    """
-    if model is None:
-        yield
-        return
-    patched = {k: model.__dict__[k] for k in _PATCHED if k in model.__dict__}
-    training, device = model.training, next(model.parameters()).device
-    grads = [(p, p.requires_grad) for p in model.parameters()]
-    dropouts = [(m, m.p) for m in model.modules() if isinstance(m, torch.nn.Dropout)]
-    model.eval().requires_grad_(False)
-    try:
-        yield
-    finally:
-        for key in _PATCHED:
-            model.__dict__.pop(key, None)
-        model.__dict__.update(patched)
-        for param, flag in grads:
-            param.requires_grad_(flag)
-        for module, p in dropouts:
-            module.p = p
-        if next(model.parameters()).device != device:  # moved for training; `.to` fails on 4-bit models
-            model.to(device)
-        model.train(training)
-
-
-def release(model: Any) -> Any:
-    """The trained model, in eval mode and without TRL's instance patches.
-
-    TRL's fused forward closes over the model's original bound forward, so a later deepcopy (the
-    next stage's private copy) would quietly run the old model; removing the patch avoids that.
-    """
-    if "ref" in getattr(model, "peft_config", {}):
-        model.delete_adapter("ref")  # TRL's frozen adapter copy: only the trained adapter is the result
-    for target in (model, model.get_base_model()) if _is_peft(model) else (model,):
-        for key in _PATCHED:
-            target.__dict__.pop(key, None)
-    return model.eval()
-
-
-def last_values(rows: list[dict], keys: tuple[str, ...]) -> dict:
-    """The last logged value of each key, for summary.json (eval rows carry `eval_` names)."""
-    found = {}
-    for row in rows:
-        found.update({k: row[k] for k in keys if k in row})
-    return found

@@ -4,7 +4,7 @@
 
 Each example is one (prompt, completion, label) with no paired alternative. `data="starter"`
 turns the starter preference pairs into such rows: chosen -> desirable, rejected -> undesirable.
-The reference model follows the same rules as DPO (see `rlhf_lab.stages.dpo`).
+The reference model follows the same rules as DPO (see `rlhf_lab.stages.reference`).
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ import trl
 from ..config import ConfigError, default_run_dir
 from ..data import load_ratings
 from .common import LabFields, RunResult, check_not_empty, finish_run, policy_samples, resolve_data, start_run
-from .dpo import (
+from .reference import (
     borrowed,
     check_beta,
     check_choice,

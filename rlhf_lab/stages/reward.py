@@ -72,6 +72,11 @@ class RewardConfig(LabFields, trl.RewardConfig):
         default="mean", metadata={"help": "'mean' or 'mean_minus_std' of scores."}
     )
     ensemble_lambda: float = field(default=1.0, metadata={"help": "lambda in mean - lambda * std (ddof=0)."})
+    normalize: bool = field(
+        default=True,
+        metadata={"help": "After training, one forward pass over the training responses sets offset/scale "
+                          "so scores have mean 0 and std 1 on them; False keeps raw scores."},
+    )  # fmt: skip
     eval_fraction: float = field(
         default=0.1,
         metadata={"help": "Held out from non-starter training data when eval_data is unset (by prompt hash); 0: none."},
@@ -279,7 +284,8 @@ def _train_one(
                                 callbacks=[logger, *(callbacks or [])])  # fmt: skip
     trainer.train()
     rm.model = trainer.model
-    _normalize(rm, train, config)
+    if config.normalize:
+        _normalize(rm, train, config)
     scores = (
         None if held_out is None else score_pairs(rm, held_out, batch_size=config.per_device_eval_batch_size)
     )
