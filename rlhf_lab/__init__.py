@@ -27,6 +27,7 @@ _EXPORTS = {
     "evaluate_reward_model": "stages.reward_eval",
     "dpo": "stages.dpo", "DPOConfig": "stages.dpo", "kto": "stages.kto", "KTOConfig": "stages.kto",
     "RunResult": "stages.common", "load_run": "stages.common",
+    "PreferenceStore": "store",
 }  # fmt: skip
 __all__ = sorted(_EXPORTS) + ["__version__"]
 

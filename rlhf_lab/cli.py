@@ -57,6 +57,10 @@ def build_parser() -> argparse.ArgumentParser:
         _add_config_args(stage)
         stage.set_defaults(handler=_stage)
 
+    from .prefs_cli import add_prefs_parser
+
+    add_prefs_parser(sub)  # rlhf-lab prefs stats|export|import|agreement --store FILE
+
     demo = sub.add_parser("demo", help="load the embedded policy, answer held-out prompts, write runs/demo")
     _add_config_args(demo)
     demo.set_defaults(handler=_demo)

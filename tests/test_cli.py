@@ -102,3 +102,32 @@ def test_demo_writes_a_run_folder(tmp_path, tiny_policy):
 def test_demo_bad_override_is_one_clear_line(override, message, capsys):
     assert main(["demo", "--set", override]) == 1
     assert message in capsys.readouterr().err
+
+
+def test_prefs_import_stats_export_agreement(tmp_path, capsys):
+    from rlhf_lab import load_preferences
+    from rlhf_lab.store import PreferenceStore
+
+    source = write_jsonl(
+        tmp_path / "pairs.jsonl", [GOOD, {"prompt": "Is ice cold?", "chosen": "Yes.", "rejected": "No."}]
+    )
+    store = tmp_path / "labels.sqlite"
+    assert main(["prefs", "import", str(source), "--store", str(store)]) == 0
+    capsys.readouterr()
+    assert main(["prefs", "stats", "--store", str(store), "--json"]) == 0
+    stats = json.loads(capsys.readouterr().out)
+    assert (stats["items"], stats["label_events"]) == (2, 2)
+    with PreferenceStore(store) as opened:
+        for item in opened.items():  # a second annotator labels the same items
+            opened.label(item.id, "A", "ann2")
+    assert main(["prefs", "agreement", "--store", str(store)]) == 0
+    assert "kappa" in capsys.readouterr().out.lower()
+    out = tmp_path / "export.jsonl"
+    assert main(["prefs", "export", "--store", str(store), "--out", str(out)]) == 0
+    exported = load_preferences(out)
+    assert exported.num_rows >= 1 and {"prompt", "chosen", "rejected"} <= set(exported.column_names)
+
+
+def test_prefs_stats_on_a_missing_store_is_one_clear_line(tmp_path, capsys):
+    assert main(["prefs", "stats", "--store", str(tmp_path / "nope.sqlite")]) == 1
+    assert "nope.sqlite" in capsys.readouterr().err

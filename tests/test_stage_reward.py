@@ -136,7 +136,6 @@ class TestNormalization:
         for again in (load_run(run.output_dir).bundle, load_reward_run(run.output_dir)):
             assert again(prompts, texts) == pytest.approx(run(prompts, texts), abs=1e-5)
 
-
     def test_normalize_false_keeps_raw_scores(self, tmp_path):
         train = marker_pairs(16, seed=2)
         run = train_reward_model("tiny", train, tiny_config(tmp_path, "raw", normalize=False, max_steps=2))
