@@ -28,6 +28,7 @@ _EXPORTS = {
     "dpo": "stages.dpo", "DPOConfig": "stages.dpo", "kto": "stages.kto", "KTOConfig": "stages.kto",
     "RunResult": "stages.common", "load_run": "stages.common",
     "PreferenceStore": "store",
+    "LiveMonitor": "monitor", "plot_runs": "plots", "Thresholds": "diagnostics",
 }  # fmt: skip
 __all__ = sorted(_EXPORTS) + ["__version__"]
 

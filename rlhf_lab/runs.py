@@ -31,7 +31,7 @@ class RunFolder:
             )
         self.path.mkdir(parents=True, exist_ok=True)
 
-    RUN_FILES = ("run.json", "metrics.jsonl", "summary.json", "samples.jsonl", "config.yaml")
+    RUN_FILES = ("run.json", "metrics.jsonl", "summary.json", "samples.jsonl", "config.yaml", "monitor.html")
 
     def reset(self) -> None:
         """Remove an earlier run's files (run.json first: a half-replaced run never looks finished)."""

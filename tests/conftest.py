@@ -4,6 +4,7 @@ import os
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+os.environ.setdefault("RLHF_LAB_MONITOR", "html")  # headless monitors, also in papermill kernels
 
 import pytest  # noqa: E402
 

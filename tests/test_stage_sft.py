@@ -130,3 +130,12 @@ def test_bad_configs_fail_before_any_model_loads(tmp_path, no_model_loads):
 
 def test_batch_size_sets_gradient_accumulation(tmp_path):
     assert config(tmp_path, batch_size=16, per_device_train_batch_size=4).gradient_accumulation_steps == 4
+
+
+def test_every_run_has_a_monitor_unless_switched_off(trained, tmp_path, tiny_policy):
+    run, _ = trained
+    html = (run.output_dir / "monitor.html").read_text()
+    assert "plotly" in html.lower() and "mean_token_accuracy" in html
+    assert run.summary["alerts"] == [] and json.loads((run.output_dir / "summary.json").read_text())["alerts"] == []
+    quiet = sft(tiny_policy, DEMOS, config(tmp_path, max_steps=2, num_samples=0, monitor=False))
+    assert not (quiet.output_dir / "monitor.html").exists() and "alerts" not in quiet.summary

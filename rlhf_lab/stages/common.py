@@ -49,6 +49,11 @@ class LabFields:
                           "(per_device_train_batch_size x processes), which must divide evenly."},
     )  # fmt: skip
     num_samples: int = field(default=4, metadata={"help": "Held-out completions written to samples.jsonl."})
+    monitor: bool = field(
+        default=True,
+        metadata={"help": "Attach a LiveMonitor: live plots in a notebook, monitor.html in the run folder, "
+                          "alerts in summary.json."},
+    )  # fmt: skip
     lora_r: int = field(
         default=0, metadata={"help": "LoRA rank when run from the CLI; 0 trains every weight."}
     )
@@ -120,6 +125,7 @@ class RunLogger(TrainerCallback):
     def __init__(self, folder: RunFolder):
         self.folder = folder
         self.rows: list[dict] = []
+        self.monitor = None  # the run's LiveMonitor, if any: finish_run adds its alerts to the summary
 
     def on_log(self, args, state, control, logs=None, **kwargs):
         if not logs:
@@ -130,12 +136,22 @@ class RunLogger(TrainerCallback):
             self.folder.log_metrics(row)
 
 
-def start_run(config) -> tuple[RunFolder, RunLogger]:
-    """The run folder, emptied of an earlier run's files when output_dir is reused."""
+def start_run(config, callbacks: list | None = None) -> tuple[RunFolder, RunLogger, list]:
+    """The run folder (emptied of an earlier run's files when output_dir is reused), the metrics
+    logger, and the trainer's callbacks: the logger, a LiveMonitor unless config.monitor is off or
+    the caller brought one (one monitor per run: one widget, one monitor.html), then the caller's."""
+    from ..monitor import LiveMonitor
+
     folder = RunFolder(config.output_dir)
     if config.process_index == 0:
         folder.reset()
-    return folder, RunLogger(folder)
+    logger = RunLogger(folder)
+    callbacks = list(callbacks or [])
+    logger.monitor = next((c for c in callbacks if isinstance(c, LiveMonitor)), None)
+    if logger.monitor is None and config.monitor:
+        logger.monitor = LiveMonitor()
+        callbacks.append(logger.monitor)
+    return folder, logger, [logger, *callbacks]
 
 
 def resolve_policy(model: Any, config) -> tuple[Policy, bool]:
@@ -218,6 +234,10 @@ def finish_run(stage: str, trainer, bundle: ModelBundle, config, folder: RunFold
             bundle.save_normalization(model_dir)
         folder.write_config(config)
         folder.write_samples(samples)
+    if logger.monitor is not None:
+        # samples and post-training eval arrive after on_train_end: redraw monitor.html with them
+        logger.monitor.finish(samples)
+        summary = {**summary, "alerts": logger.monitor.summary()["alerts"]}
     final = {}
     for row in logger.rows:
         final.update({k: v for k, v in row.items() if k != "step"})

@@ -77,13 +77,13 @@ def kto(model: Any = None, unpaired: Any = None, config: KTOConfig | None = None
     check_not_empty(dataset, "KTO rating data", source)
     evaluation = load_unpaired(config.eval_data if eval_data is None else eval_data, "test")
     check_sync_ref(config, lora)
-    folder, logger = start_run(config)
+    folder, logger, callbacks = start_run(config, callbacks)
 
     policy, reference, peft_config, reference_kind = prepare_models(model, config, ref=ref, lora=lora)
     with borrowed(reference):
         trainer = trl.KTOTrainer(model=policy.model, ref_model=reference, args=config, train_dataset=dataset,
                                  eval_dataset=evaluation, processing_class=policy.tokenizer, peft_config=peft_config,
-                                 callbacks=[logger, *(callbacks or [])])  # fmt: skip
+                                 callbacks=callbacks)  # fmt: skip
         trainer.train()
         eval_metrics = trainer.evaluate() if evaluation is not None else None
     policy.model = release(trainer.model)

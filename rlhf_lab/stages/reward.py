@@ -273,7 +273,7 @@ def _train_one(
     backbone, train, held_out, held_out_from, config: RewardConfig, *, lora, callbacks
 ) -> RewardRun:
     started = time.perf_counter()
-    folder, logger = start_run(config)
+    folder, logger, callbacks = start_run(config, callbacks)
     rm = _reward_backbone(backbone, config)
     if spec := lora_spec(lora, config):
         rm.model = apply_lora(rm.model, spec, task="reward")
@@ -281,7 +281,7 @@ def _train_one(
         train, held_out = (_encoder_ids(rm, d, config) if d is not None else None for d in (train, held_out))
     trainer = trl.RewardTrainer(model=rm.model, args=config, train_dataset=train, eval_dataset=held_out,
                                 processing_class=copy.deepcopy(rm.tokenizer),
-                                callbacks=[logger, *(callbacks or [])])  # fmt: skip
+                                callbacks=callbacks)  # fmt: skip
     trainer.train()
     rm.model = trainer.model
     if config.normalize:

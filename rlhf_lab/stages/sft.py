@@ -67,7 +67,7 @@ def sft(model: Any = None, data: Any = None, config: SFTConfig | None = None, *,
     evaluation = resolve_data(
         load_sft, "sft", eval_data if eval_data is not None else config.eval_data, "test"
     )
-    folder, logger = start_run(config)
+    folder, logger, callbacks = start_run(config, callbacks)
 
     policy, _ = resolve_policy(model, config)
     tokenizer = copy.deepcopy(policy.tokenizer)
@@ -76,7 +76,7 @@ def sft(model: Any = None, data: Any = None, config: SFTConfig | None = None, *,
     if spec := lora_spec(lora, config):
         policy.model = apply_lora(policy.model, spec, task="causal")
     trainer = trl.SFTTrainer(model=policy.model, args=config, train_dataset=dataset, eval_dataset=evaluation,
-                             processing_class=tokenizer, callbacks=[logger, *(callbacks or [])])  # fmt: skip
+                             processing_class=tokenizer, callbacks=callbacks)  # fmt: skip
     trainer.train()
     policy.model = trainer.model
     samples = policy_samples(policy, config.num_samples)
