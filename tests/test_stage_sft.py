@@ -136,6 +136,9 @@ def test_every_run_has_a_monitor_unless_switched_off(trained, tmp_path, tiny_pol
     run, _ = trained
     html = (run.output_dir / "monitor.html").read_text()
     assert "plotly" in html.lower() and "mean_token_accuracy" in html
-    assert run.summary["alerts"] == [] and json.loads((run.output_dir / "summary.json").read_text())["alerts"] == []
+    assert (
+        run.summary["alerts"] == []
+        and json.loads((run.output_dir / "summary.json").read_text())["alerts"] == []
+    )
     quiet = sft(tiny_policy, DEMOS, config(tmp_path, max_steps=2, num_samples=0, monitor=False))
     assert not (quiet.output_dir / "monitor.html").exists() and "alerts" not in quiet.summary
