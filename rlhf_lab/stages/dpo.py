@@ -20,20 +20,14 @@ from .common import (
     LabFields,
     RunResult,
     check_not_empty,
-    finish_run,
-    policy_samples,
     resolve_data,
-    start_run,
 )
 from .reference import (
-    borrowed,
     check_beta,
     check_choice,
     check_sync_ref,
     help_names,
-    last_values,
-    prepare_models,
-    release,
+    train_with_reference,
 )
 
 DPO_LOSS_TYPES = help_names(trl.DPOConfig, "loss_type")
@@ -89,21 +83,6 @@ def dpo(model: Any = None, prefs: Any = None, config: DPOConfig | None = None, *
     check_not_empty(dataset, "DPO preference data", source)
     evaluation = resolve_data(load_preferences, "preference", config.eval_data if eval_data is None else eval_data,
                               "test")  # fmt: skip
-    check_sync_ref(config, lora)
-    folder, logger, callbacks = start_run(config, callbacks)
-
-    policy, reference, peft_config, reference_kind = prepare_models(model, config, ref=ref, lora=lora)
-    with borrowed(reference):
-        trainer = trl.DPOTrainer(model=policy.model, ref_model=reference, args=config, train_dataset=dataset,
-                                 eval_dataset=evaluation, processing_class=policy.tokenizer, peft_config=peft_config,
-                                 callbacks=callbacks)  # fmt: skip
-        trainer.train()
-        eval_metrics = trainer.evaluate() if evaluation is not None else None
-    policy.model = release(trainer.model)
-    samples = policy_samples(policy, config.num_samples)
-    summary = {"loss_type": list(config.loss_type), "beta": config.beta, "reference": reference_kind,
-               "train_examples": len(dataset), **last_values(logger.rows, REWARD_METRICS)}  # fmt: skip
-    if eval_metrics is not None:
-        summary["eval"] = {k: v for k, v in eval_metrics.items() if isinstance(v, (int, float))}
-    return finish_run("dpo", trainer, policy, config, folder, logger, summary=summary, samples=samples,
-                      started=started)  # fmt: skip
+    summary = {"loss_type": list(config.loss_type)}
+    return train_with_reference("dpo", trl.DPOTrainer, model, dataset, evaluation, config, ref=ref, lora=lora,
+                                callbacks=callbacks, started=started, summary=summary, metrics=REWARD_METRICS)  # fmt: skip

@@ -18,16 +18,13 @@ import trl
 
 from ..config import ConfigError, default_run_dir
 from ..data import load_ratings
-from .common import LabFields, RunResult, check_not_empty, finish_run, policy_samples, resolve_data, start_run
+from .common import LabFields, RunResult, check_not_empty, resolve_data
 from .reference import (
-    borrowed,
     check_beta,
     check_choice,
     check_sync_ref,
     help_names,
-    last_values,
-    prepare_models,
-    release,
+    train_with_reference,
 )
 
 KTO_LOSS_TYPES = help_names(trl.KTOConfig, "loss_type")
@@ -76,26 +73,10 @@ def kto(model: Any = None, unpaired: Any = None, config: KTOConfig | None = None
     dataset = load_unpaired(source)
     check_not_empty(dataset, "KTO rating data", source)
     evaluation = load_unpaired(config.eval_data if eval_data is None else eval_data, "test")
-    check_sync_ref(config, lora)
-    folder, logger, callbacks = start_run(config, callbacks)
-
-    policy, reference, peft_config, reference_kind = prepare_models(model, config, ref=ref, lora=lora)
-    with borrowed(reference):
-        trainer = trl.KTOTrainer(model=policy.model, ref_model=reference, args=config, train_dataset=dataset,
-                                 eval_dataset=evaluation, processing_class=policy.tokenizer, peft_config=peft_config,
-                                 callbacks=callbacks)  # fmt: skip
-        trainer.train()
-        eval_metrics = trainer.evaluate() if evaluation is not None else None
-    policy.model = release(trainer.model)
-    samples = policy_samples(policy, config.num_samples)
     desirable = sum(dataset["label"])
-    summary = {"loss_type": config.loss_type, "beta": config.beta, "reference": reference_kind,
-               "train_examples": len(dataset), "desirable": desirable, "undesirable": len(dataset) - desirable,
-               **last_values(logger.rows, REWARD_METRICS)}  # fmt: skip
-    if eval_metrics is not None:
-        summary["eval"] = {k: v for k, v in eval_metrics.items() if isinstance(v, (int, float))}
-    return finish_run("kto", trainer, policy, config, folder, logger, summary=summary, samples=samples,
-                      started=started)  # fmt: skip
+    summary = {"loss_type": config.loss_type, "desirable": desirable, "undesirable": len(dataset) - desirable}
+    return train_with_reference("kto", trl.KTOTrainer, model, dataset, evaluation, config, ref=ref, lora=lora,
+                                callbacks=callbacks, started=started, summary=summary, metrics=REWARD_METRICS)  # fmt: skip
 
 
 def load_unpaired(source: Any, split: str = "train") -> Any:

@@ -18,7 +18,7 @@ import torch
 from ..config import ConfigError
 from ..lora import lora_config
 from ..models import Policy, as_policy
-from .common import lora_spec, resolve_policy
+from .common import RunResult, finish_run, lora_spec, policy_samples, resolve_policy, start_run
 
 
 def help_names(config_cls: type, name: str) -> tuple[str, ...]:
@@ -147,3 +147,27 @@ def last_values(rows: list[dict], keys: tuple[str, ...]) -> dict:
     for row in rows:
         found.update({k: row[k] for k in keys if k in row})
     return found
+
+
+def train_with_reference(stage: str, trainer_cls: type, model: Any, dataset, evaluation, config, *, ref: Any,
+                         lora: Any, callbacks: list | None, started: float, summary: dict,
+                         metrics: tuple[str, ...]) -> RunResult:  # fmt: skip
+    """The DPO/KTO run: models and reference by the rules above, TRL's trainer, held-out
+    evaluation, samples, then the run folder. `summary` holds the stage's own entries."""
+    check_sync_ref(config, lora)
+    folder, logger, callbacks = start_run(config, callbacks)
+    policy, reference, peft_config, reference_kind = prepare_models(model, config, ref=ref, lora=lora)
+    with borrowed(reference):
+        trainer = trainer_cls(model=policy.model, ref_model=reference, args=config, train_dataset=dataset,
+                              eval_dataset=evaluation, processing_class=policy.tokenizer, peft_config=peft_config,
+                              callbacks=callbacks)  # fmt: skip
+        trainer.train()
+        eval_metrics = trainer.evaluate() if evaluation is not None else None
+    policy.model = release(trainer.model)
+    samples = policy_samples(policy, config.num_samples)
+    summary = {**summary, "beta": config.beta, "reference": reference_kind, "train_examples": len(dataset),
+               **last_values(logger.rows, metrics)}  # fmt: skip
+    if eval_metrics is not None:
+        summary["eval"] = {k: v for k, v in eval_metrics.items() if isinstance(v, (int, float))}
+    return finish_run(stage, trainer, policy, config, folder, logger, summary=summary, samples=samples,
+                      started=started)  # fmt: skip
