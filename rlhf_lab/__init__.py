@@ -29,6 +29,7 @@ _EXPORTS = {
     "RunResult": "stages.common", "load_run": "stages.common",
     "PreferenceStore": "store",
     "LiveMonitor": "monitor", "plot_runs": "plots", "Thresholds": "diagnostics",
+    "PairGenerator": "pairs", "human_win_rate": "pairs", "LabelingPanel": "panels",
 }  # fmt: skip
 __all__ = sorted(_EXPORTS) + ["__version__"]
 
