@@ -47,21 +47,26 @@ class Watch(TrainerCallback):
         self.copies = full_size_weights(self.shape)
 
 
-def run_watched(tmp, name, model, *, lora=None, **overrides):
-    """Run DPO with a Watch callback and keep the trainer, so tests can look at what TRL was given."""
+def watch_stage(stage, trainer_name: str, model, data, config, *, lora=None):
+    """Run a stage with a Watch callback and keep the TRL trainer it built, so tests can look at
+    what TRL was given. Returns (result, watch, trainer, full-size weight copies before)."""
     shape = model.model.get_input_embeddings().weight.shape
     watch, trainers = Watch(shape), []
 
-    class Keep(trl.DPOTrainer):
+    class Keep(getattr(trl, trainer_name)):
         def __init__(self, *args, **kwargs):
             super().__init__(*args, **kwargs)
             trainers.append(self)
 
     before = full_size_weights(shape)
     with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(trl, "DPOTrainer", Keep)
-        result = dpo(model, PREFS, make_config(tmp, name, **overrides), lora=lora, callbacks=[watch])
+        mp.setattr(trl, trainer_name, Keep)
+        result = stage(model, data, config, lora=lora, callbacks=[watch])
     return result, watch, trainers[0], before
+
+
+def run_watched(tmp, name, model, *, lora=None, **overrides):
+    return watch_stage(dpo, "DPOTrainer", model, PREFS, make_config(tmp, name, **overrides), lora=lora)
 
 
 def assert_same_outputs(a, b) -> None:

@@ -11,7 +11,7 @@ import torch
 import trl
 
 # The DPO tests' helpers: the same checks apply to every preference stage.
-from test_stage_dpo import Watch, assert_same_outputs, full_size_weights, refuse_to_load, snapshot
+from test_stage_dpo import assert_same_outputs, refuse_to_load, snapshot, watch_stage
 
 from rlhf_lab import tiny_model
 from rlhf_lab.config import ConfigError, from_dict
@@ -32,19 +32,9 @@ def make_config(tmp, name, **overrides) -> KTOConfig:
 
 
 def run_watched(tmp, name, model, *, lora=None, **overrides):
-    shape = model.model.get_input_embeddings().weight.shape
-    watch, trainers = Watch(shape), []
-
-    class Keep(trl.KTOTrainer):
-        def __init__(self, *args, **kwargs):
-            super().__init__(*args, **kwargs)
-            trainers.append(self)
-
-    before = full_size_weights(shape)
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(trl, "KTOTrainer", Keep)
-        result = kto(model, ROWS, make_config(tmp, name, **overrides), lora=lora, callbacks=[watch])
-    return dict(result=result, watch=watch, trainer=trainers[0], copies_before=before)
+    config = make_config(tmp, name, **overrides)
+    result, watch, trainer, before = watch_stage(kto, "KTOTrainer", model, ROWS, config, lora=lora)
+    return dict(result=result, watch=watch, trainer=trainer, copies_before=before)
 
 
 @pytest.fixture(scope="module")
