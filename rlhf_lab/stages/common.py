@@ -27,6 +27,15 @@ def gpu_bf16() -> bool:
     return torch.cuda.is_available() and torch.cuda.is_bf16_supported()
 
 
+def model_field():
+    """The `model` field every stage config has (a new Field each call, as dataclasses need)."""
+    return field(
+        default=None,
+        metadata={"help": "What to start from when run from the CLI: None (embedded SmolLM2), a path, "
+                          "a hub id, a run folder, or 'tiny' (tiny random Llama)."},
+    )  # fmt: skip
+
+
 @dataclass
 class LabFields:
     """Fields every lab stage config adds to its TRL config, and the lab's defaults for TRL's.
@@ -34,11 +43,7 @@ class LabFields:
     Put first among the bases (`class SFTConfig(LabFields, trl.SFTConfig)`) so these win.
     """
 
-    model: str | None = field(
-        default=None,
-        metadata={"help": "What to start from when run from the CLI: None (embedded SmolLM2), a path, "
-                          "a hub id, a run folder, or 'tiny' (tiny random Llama)."},
-    )  # fmt: skip
+    model: str | None = model_field()
     data: str = field(
         default="starter", metadata={"help": "Training data file, or 'starter' for the shipped set."}
     )

@@ -19,6 +19,7 @@ import math
 from dataclasses import dataclass, field
 
 from ...config import ConfigError, RunConfig, default_run_dir
+from ..common import model_field
 from .kl import KL_ESTIMATORS, check_kl_estimator
 
 CRITICS: tuple[str, ...] = ("shared", "separate")
@@ -33,11 +34,7 @@ class PPOConfig(RunConfig):
         metadata={"help": "The run folder (default: runs/ppo-<time>)."},
     )
     # --- what to train on (as LabFields, for the CLI) -------------------------------------------
-    model: str | None = field(
-        default=None,
-        metadata={"help": "What to start from when run from the CLI: None (embedded SmolLM2), a path, "
-                          "a hub id, a run folder, or 'tiny' (tiny random Llama)."},
-    )  # fmt: skip
+    model: str | None = model_field()
     data: str = field(
         default="starter", metadata={"help": "Prompts file, or 'starter' for the shipped prompts."}
     )
