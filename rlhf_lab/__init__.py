@@ -25,11 +25,15 @@ _EXPORTS = {
     "train_reward_model": "stages.reward", "RewardConfig": "stages.reward",
     "RewardEnsemble": "stages.reward", "load_reward_run": "stages.reward",
     "evaluate_reward_model": "stages.reward_eval",
+    "ppo": "stages.ppo", "PPOConfig": "stages.ppo",
     "dpo": "stages.dpo", "DPOConfig": "stages.dpo", "kto": "stages.kto", "KTOConfig": "stages.kto",
     "RunResult": "stages.common", "load_run": "stages.common",
     "PreferenceStore": "store",
     "LiveMonitor": "monitor", "plot_runs": "plots", "Thresholds": "diagnostics",
     "PairGenerator": "pairs", "human_win_rate": "pairs", "LabelingPanel": "panels",
+    "evaluate": "evaluate", "compare": "evaluate", "bootstrap_ci": "stats", "paired_difference": "stats",
+    "task": "tasks", "TASKS": "tasks", "Task": "tasks", "SimulatedAnnotator": "tasks",
+    "preference_dataset": "tasks",
 }  # fmt: skip
 __all__ = sorted(_EXPORTS) + ["__version__"]
 

@@ -51,7 +51,8 @@ def build_parser() -> argparse.ArgumentParser:
     from .stages import STAGES
 
     helps = {"sft": "supervised fine-tuning (TRL SFTTrainer)", "reward": "Bradley-Terry reward model (TRL RewardTrainer)",
-             "dpo": "direct preference optimization (TRL DPOTrainer)", "kto": "KTO on thumbs-up/down labels (TRL KTOTrainer)"}  # fmt: skip
+             "dpo": "direct preference optimization (TRL DPOTrainer)", "kto": "KTO on thumbs-up/down labels (TRL KTOTrainer)",
+             "ppo": "PPO with a KL penalty (the lab's own engine)"}  # fmt: skip
     for name in STAGES:
         stage = sub.add_parser(name, help=f"{helps[name]}; also under `accelerate launch -m rlhf_lab {name}`")
         _add_config_args(stage)
@@ -135,7 +136,7 @@ def _stage(args) -> int:
 
     function, config_class = stage(args.command)
     config = load_config(config_class, args.config, args.overrides)
-    result = function(None, None, config)
+    result = function(config=config)
     final = {k: v for k, v in result.summary.get("final", {}).items() if isinstance(v, (int, float))}
     if config.world_size > 1:
         # every rank says where it ended, so a distributed run can be checked for agreement

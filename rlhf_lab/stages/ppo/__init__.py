@@ -1,12 +1,24 @@
-"""Our own PPO engine (TRL removed its PPOTrainer; see issue 4).
+"""Our own PPO engine (TRL removed its PPOTrainer; see issue 4). `lab.ppo` and `lab.PPOConfig`.
 
 Split by concept, each module readable in one sitting:
 
+- `config`: `PPOConfig`, every knob, checked before any model loads;
+- `rollout`: sampling (transformers generate with KV cache, or vLLM), stop handling, response masks;
+- `rewards`: any reward (models, functions, weighted lists, ensembles) as one function; running norm;
+- `kl`: the per-token KL estimators (k1, k3, abs) and the fixed / adaptive KL controllers;
 - `advantages`: masked statistics (mean, variance, whitening), KL-shaped per-token rewards and GAE;
 - `losses`: the clipped policy surrogate, the clipped value loss, entropy and explained variance;
-- `kl`: the per-token KL estimators (k1, k3, abs) and the fixed / adaptive KL controllers.
+- `model`: the policy and its critic as one module (value head on the shared trunk, or a separate model);
+- `trainer`: the update loop, metrics through transformers callbacks, NaN guard;
+- `checkpoint`: everything an exact resume needs;
+- `stage`: `ppo(...)`, models and the run folder.
 
 Every function works on padded `(batch, tokens)` tensors with a response mask (1 = a real response
 token, 0 = padding or anything after the stop), and nothing at a masked-out position can change a
-result. The rollout, config and trainer build on these pieces.
+result.
 """
+
+from .config import PPOConfig
+from .stage import ppo
+
+__all__ = ["PPOConfig", "ppo"]

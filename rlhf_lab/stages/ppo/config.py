@@ -19,10 +19,12 @@ import math
 from dataclasses import dataclass, field
 
 from ...config import ConfigError, RunConfig, default_run_dir
-from ..common import model_field
+from ..common import gpu_bf16, model_field
 from .kl import KL_ESTIMATORS, check_kl_estimator
+from .rewards import AGGREGATES
 
 CRITICS: tuple[str, ...] = ("shared", "separate")
+BACKENDS: tuple[str, ...] = ("auto", "hf", "vllm")
 
 
 @dataclass
@@ -92,8 +94,8 @@ class PPOConfig(RunConfig):
     )
     target_kl: float | None = field(
         default=None,
-        metadata={"help": "Target per-sequence KL for adaptive_kl (e.g. 6.0); also the approx-KL bound "
-                          "above which the rest of an update's epochs are skipped. None: neither."},
+        metadata={"help": "Target per-sequence KL (objective/kl) for adaptive_kl, e.g. 6.0; the monitor also "
+                          "flags KL far beyond it. None: no target."},
     )  # fmt: skip
     kl_horizon: int = field(
         default=10000, metadata={"help": "Samples for the adaptive controller to react (Ziegler's horizon)."}
@@ -112,6 +114,50 @@ class PPOConfig(RunConfig):
         metadata={"help": "'shared': value head on the policy trunk; 'separate': a value model "
                           "initialized from the reward model (PPO-Max)."},
     )  # fmt: skip
+    max_approx_kl: float | None = field(
+        default=None,
+        metadata={"help": "Skip the rest of an update's PPO epochs once an epoch's mean per-token approx-KL "
+                          "(policy/approxkl) exceeds this, e.g. 0.02. None: always run ppo_epochs."},
+    )  # fmt: skip
+    # --- rewards: combining several ---------------------------------------------------------------
+    reward: str | None = field(
+        default=None,
+        metadata={"help": "From the CLI: a reward run folder or model folder, or 'module:function' naming a "
+                          "Python f(prompts, completions) -> list[float]."},
+    )  # fmt: skip
+    reward_weights: list[float] | None = field(
+        default=None, metadata={"help": "With a list of rewards: a weighted sum, one weight per reward."}
+    )
+    reward_aggregate: str = field(
+        default="mean",
+        metadata={"help": "With a list of rewards and no weights: 'mean' or 'mean_minus_std'."},
+    )
+    reward_lam: float = field(default=1.0, metadata={"help": "λ of mean - λ·std (reward_aggregate)."})
+    # --- model and optimisation details ----------------------------------------------------------
+    lora_r: int = field(
+        default=0,
+        metadata={"help": "LoRA rank (0: train every weight). With LoRA the reference is the base with the "
+                          "adapters disabled: no second copy."},
+    )  # fmt: skip
+    lr_scheduler_type: str = field(
+        default="linear",
+        metadata={"help": "transformers scheduler name over all optimizer steps (linear, constant...)."},
+    )
+    warmup_steps: int = field(default=0, metadata={"help": "Learning-rate warm-up, in optimizer steps."})
+    bf16: bool | None = field(
+        default=None, metadata={"help": "bf16 autocast; default: on a GPU that supports it, never on CPU."}
+    )
+    gradient_checkpointing: bool = field(
+        default=False, metadata={"help": "Recompute activations in the backward pass: less memory, slower."}
+    )
+    generation_backend: str = field(
+        default="auto",
+        metadata={"help": "'hf' (transformers generate with KV cache), 'vllm' (GPU, weights synced after each "
+                          "update) or 'auto': vLLM when it is installed and a GPU is present, else hf."},
+    )  # fmt: skip
+    monitor: bool = field(
+        default=True, metadata={"help": "Attach a LiveMonitor (live plots, monitor.html, alerts)."}
+    )
     # --- bookkeeping ----------------------------------------------------------------------------
     save_every: int = field(
         default=0, metadata={"help": "Checkpoint every N updates (for resume_from); 0: final weights only."}
@@ -120,6 +166,8 @@ class PPOConfig(RunConfig):
 
     def __post_init__(self) -> None:
         super().__post_init__()
+        if self.bf16 is None:
+            self.bf16 = gpu_bf16()
         # Each message names the field, the value and a fix: a config error is read by a person.
         for name in ("total_updates", "batch_size", "mini_batch_size", "gradient_accumulation_steps",
                      "ppo_epochs", "max_new_tokens"):  # fmt: skip
@@ -200,10 +248,37 @@ class PPOConfig(RunConfig):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 0:
                 raise ConfigError(f"{name} must be an integer >= 0, got {value!r}. Fix: 0 turns it off.")
+        if self.max_approx_kl is not None and (not _finite(self.max_approx_kl) or self.max_approx_kl <= 0):
+            raise ConfigError(
+                f"max_approx_kl must be > 0 or None, got {self.max_approx_kl!r}. Fix: e.g. 0.02."
+            )
+        if self.reward_aggregate not in AGGREGATES:
+            raise ConfigError(f"reward_aggregate must be one of {', '.join(AGGREGATES)}, got "
+                              f"{self.reward_aggregate!r}. Fix: reward_aggregate=mean.")  # fmt: skip
+        if self.generation_backend not in BACKENDS:
+            raise ConfigError(f"generation_backend must be one of {', '.join(BACKENDS)}, got "
+                              f"{self.generation_backend!r}. Fix: generation_backend=auto.")  # fmt: skip
+        for name in ("lora_r", "warmup_steps"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+                raise ConfigError(f"{name} must be an integer >= 0, got {value!r}.")
         if not isinstance(self.stop, list) or not all(isinstance(s, str) and s for s in self.stop):
             raise ConfigError(
                 f"stop must be a list of non-empty strings, got {self.stop!r}. Fix: e.g. stop: ['\\n\\n']."
             )
+
+    @property
+    def process_index(self) -> int:
+        """This process's rank under `accelerate launch` (0 otherwise), as TrainingArguments has it."""
+        from accelerate import PartialState
+
+        return PartialState().process_index
+
+    @property
+    def world_size(self) -> int:
+        from accelerate import PartialState
+
+        return PartialState().num_processes
 
     @property
     def minibatches_per_epoch(self) -> int:

@@ -1,0 +1,409 @@
+"""The PPO loop: roll out, score, shape rewards with KL, estimate advantages, update in minibatches.
+
+One update (`PPOTrainer.step`):
+
+1. take the next `batch_size` prompts (a seeded shuffle per pass over the prompts; each process
+   takes its own slice), sample completions (`rollout`), and run the actor-critic and the
+   reference over them without gradients: old log-probs, values, reference log-probs;
+2. score the completions (reward normalization, clipping, missing-EOS penalty), and build the
+   per-token rewards -β·KL_t + score (`advantages.token_rewards`) and GAE targets;
+3. `ppo_epochs` passes over shuffled minibatches: clipped surrogate + vf_coef·value loss −
+   entropy_coef·entropy, gradient accumulation, global grad-norm clipping; an epoch whose mean
+   approx-KL passes `max_approx_kl` ends the update early;
+4. update β (adaptive KL), all-reduce the metrics across processes and emit them through the
+   transformers callback events (`on_log`, `on_step_end`), so the TRL stages' monitors work as is.
+
+A non-finite advantage, loss or gradient norm skips the (rest of the) update and logs
+`train/skipped_nonfinite`; three updates in a row abort with an error that names what went bad.
+Each update reseeds torch from (seed, update, process), so a resumed run samples exactly what an
+uninterrupted one would.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import time
+from typing import Any
+
+import torch
+from transformers import TrainerControl, TrainerState
+
+from ...chat import tokenize_prompts
+from .advantages import gae, masked_mean, token_rewards
+from .checkpoint import save_checkpoint
+from .kl import AdaptiveKLController, FixedKLController
+from .losses import explained_variance, policy_loss, value_loss
+from .model import ActorCritic, response_logprobs
+from .rewards import RewardFunction, RunningNorm
+from .rollout import Rollout, make_generator, make_rollout
+
+MAX_NONFINITE_IN_A_ROW = 3
+# Averaged over every minibatch of an update, under TRL's PPO names.
+MINIBATCH_METRICS = ("policy/approxkl_avg", "policy/clipfrac_avg", "loss/policy_avg", "loss/value_avg",
+                     "val/clipfrac_avg", "policy/entropy_avg", "val/ratio", "val/ratio_var")  # fmt: skip
+
+
+class NonFiniteError(FloatingPointError):
+    """Raised after MAX_NONFINITE_IN_A_ROW updates in a row were skipped for NaN/inf."""
+
+
+class PPOTrainer:
+    """Runs PPO on an `ActorCritic`. Built by `lab.ppo`, which also handles models and the run folder."""
+
+    def __init__(self, actor: ActorCritic, tokenizer: Any, reward_fn: RewardFunction, prompts: list, config: Any,
+                 *, ref_model: Any = None, callbacks: list | None = None, folder: Any = None) -> None:  # fmt: skip
+        from accelerate import Accelerator
+        from transformers import get_scheduler
+
+        self.config = config
+        self.tokenizer = tokenizer
+        self.reward_fn = reward_fn
+        self.prompts = list(prompts)
+        self.ref_model = ref_model  # None: the policy with its LoRA adapters disabled
+        self.folder = folder
+        self.accelerator = Accelerator(
+            cpu=not torch.cuda.is_available(), mixed_precision="bf16" if config.bf16 else "no"
+        )
+        if config.gradient_checkpointing:
+            actor.policy.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        params = [p for p in actor.parameters() if p.requires_grad]
+        optimizer = torch.optim.AdamW(params, lr=config.learning_rate, weight_decay=0.0)
+        total_steps = config.total_updates * config.optimizer_steps_per_update
+        # Stepped by hand: accelerate's wrapper would step it once per process.
+        self.scheduler = get_scheduler(config.lr_scheduler_type, optimizer, num_warmup_steps=config.warmup_steps,
+                                       num_training_steps=total_steps)  # fmt: skip
+        self.model, self.optimizer = self.accelerator.prepare(actor, optimizer)
+        if ref_model is not None:
+            ref_model.to(self.accelerator.device)
+        self.kl_ctl = (
+            AdaptiveKLController(config.kl_coef, config.target_kl, config.kl_horizon)
+            if config.adaptive_kl
+            else FixedKLController(config.kl_coef)
+        )
+        self.norm = RunningNorm(config.reward_clip) if config.normalize_rewards else None
+        self.generator = make_generator(config.generation_backend, self.actor.policy, tokenizer, config)
+        self.state = TrainerState(max_steps=config.total_updates, logging_steps=config.logging_steps,
+                                  save_steps=config.save_every)  # fmt: skip
+        self.state.is_world_process_zero = self.accelerator.is_main_process
+        self.state.is_local_process_zero = self.accelerator.is_local_main_process
+        self.control = TrainerControl()
+        self.callbacks = Callbacks(callbacks or [], model=self.actor, processing_class=tokenizer,
+                                   optimizer=self.optimizer, lr_scheduler=self.scheduler)  # fmt: skip
+        self.samples: list[dict] = []
+        self.nonfinite_in_a_row = 0
+        self.start_update = 0
+
+    # ---- the pieces -----------------------------------------------------------------------------
+
+    @property
+    def actor(self) -> ActorCritic:
+        return self.accelerator.unwrap_model(self.model)
+
+    @property
+    def world(self) -> int:
+        return self.accelerator.num_processes
+
+    def batch_prompts(self, update: int) -> list:
+        """This process's prompts for `update`: a seeded shuffle per pass, sliced by process."""
+        size = self.config.batch_size
+        n = len(self.prompts)
+        start = update * size * self.world + self.accelerator.process_index * size
+        picked = []
+        for position in range(start, start + size):
+            epoch, offset = divmod(position, n)
+            order = torch.randperm(n, generator=torch.Generator().manual_seed(self.config.seed + epoch))
+            picked.append(self.prompts[int(order[offset])])
+        return picked
+
+    @torch.no_grad()
+    def rollout(self, prompts: list) -> Rollout:
+        device = self.accelerator.device
+        query = tokenize_prompts(self.tokenizer, prompts).to(device)
+        with self.accelerator.autocast():
+            tokens = self.generator.generate(self.actor.policy, query["input_ids"], query["attention_mask"])
+        return make_rollout(self.tokenizer, prompts, query, tokens, self.config.stop)
+
+    @torch.no_grad()
+    def evaluate(self, rollout: Rollout) -> dict[str, torch.Tensor]:
+        """Old log-probs, values, entropy and reference log-probs, in minibatch-sized chunks."""
+        parts: dict[str, list] = {"logprobs": [], "values": [], "entropy": [], "ref_logprobs": []}
+        size = self.config.mini_batch_size
+        length = rollout.response_ids.shape[1]
+        for start in range(0, len(rollout), size):
+            index = torch.arange(start, min(start + size, len(rollout)))
+            chunk = rollout.select(index)
+            inputs = chunk.model_inputs()
+            width = chunk.response_ids.shape[1]
+            with self.accelerator.autocast():
+                out = self.actor(*inputs, width, with_entropy=True)
+                ref = self._ref_logprobs(inputs, width)
+            for name, value in (("logprobs", out.logprobs), ("values", out.values), ("entropy", out.entropy),
+                                ("ref_logprobs", ref)):  # fmt: skip
+                parts[name].append(torch.nn.functional.pad(value.float(), (0, length - width)))
+        return {name: torch.cat(values) for name, values in parts.items()}
+
+    def _ref_logprobs(self, inputs: tuple, width: int) -> torch.Tensor:
+        temperature = self.config.temperature
+        if self.ref_model is not None:
+            return response_logprobs(self.ref_model, *inputs, width, temperature)
+        with self.actor.policy.disable_adapter():  # LoRA: the base model is the reference
+            return response_logprobs(self.actor.policy, *inputs, width, temperature)
+
+    def score(self, rollout: Rollout) -> tuple[torch.Tensor, torch.Tensor, dict[str, list[float]]]:
+        """(scores paid, raw combined scores, each reward's scores) for the rollout's completions."""
+        raw, parts = self.reward_fn.components(rollout.prompts, rollout.completions)
+        raw = raw.to(self.accelerator.device)
+        scores = raw
+        if self.norm is not None:
+            # Every process updates its normalizer with every process's scores: the same state everywhere.
+            self.norm.update(self.accelerator.gather(raw) if self.world > 1 else raw)
+            scores = self.norm.normalize(raw, update=False)
+        elif self.config.reward_clip is not None:
+            scores = scores.clamp(-self.config.reward_clip, self.config.reward_clip)
+        if self.config.missing_eos_penalty is not None:
+            scores = scores - self.config.missing_eos_penalty * (~rollout.ended).float()
+        return scores, raw, parts
+
+    # ---- one update -----------------------------------------------------------------------------
+
+    def step(self, update: int) -> dict[str, float]:
+        config = self.config
+        torch.manual_seed(config.seed * 1_000_003 + update * 101 + self.accelerator.process_index)
+        started = time.perf_counter()
+        rollout = self.rollout(self.batch_prompts(update))
+        old = self.evaluate(rollout)
+        scores, raw, parts = self.score(rollout)
+        mask = rollout.response_mask
+        beta = self.kl_ctl.value
+        shaped = token_rewards(scores, old["logprobs"], old["ref_logprobs"], mask, beta, config.kl_estimator)
+        advantages, returns = gae(shaped.rewards, old["values"], mask, config.gamma, config.lam,
+                                  whiten_rewards=config.whiten_rewards)  # fmt: skip
+        rollout_s = time.perf_counter() - started
+
+        started = time.perf_counter()
+        bad = None if torch.isfinite(advantages).all() and torch.isfinite(returns).all() else "advantages"
+        stats, epochs = (
+            ({}, 0) if self._any(bad) else self.optimize(rollout, old, advantages, returns, update)
+        )
+        bad = bad or stats.pop("nonfinite", None)
+        update_s = time.perf_counter() - started
+
+        metrics = {name: value for name, value in shaped.metrics().items()}
+        tokens = mask.sum()
+        metrics.update({
+            "objective/entropy": (-torch.where(mask.bool(), old["logprobs"], 0.0)).sum(1).mean(),
+            "objective/scores_raw": raw.mean(),
+            "objective/kl_coef": torch.tensor(beta),
+            "val/num_eos_tokens": rollout.ended.float().sum() * self.world,
+            "val/explained_variance": explained_variance(old["values"], returns, mask),
+            "val/mean": masked_mean(old["values"], mask),
+            "completions/mean_length": mask.sum(1).float().mean(),
+            "completions/ended_frac": rollout.ended.float().mean(),
+            "policy/epochs": torch.tensor(float(epochs)),
+            "time/rollout_s": torch.tensor(rollout_s),
+            "time/update_s": torch.tensor(update_s),
+            "throughput/tokens_per_s": tokens / (rollout_s + update_s),
+            "train/skipped_nonfinite": torch.tensor(float(bad is not None)),
+            **{f"objective/scores/{_short(name)}": torch.tensor(sum(v) / len(v)) for name, v in parts.items()
+               if len(parts) > 1},
+            **stats,
+        })  # fmt: skip
+        logs = self._reduce(metrics)
+        logs["lr"] = self.scheduler.get_last_lr()[0]
+        logs["episode"] = (update + 1) * config.batch_size * self.world
+        if bad is None:
+            self.nonfinite_in_a_row = 0
+            self.kl_ctl.update(logs["objective/kl"], config.batch_size * self.world)
+        else:
+            self.nonfinite_in_a_row += 1
+            if self.nonfinite_in_a_row >= MAX_NONFINITE_IN_A_ROW:
+                raise NonFiniteError(
+                    f"PPO update {update + 1}: the {bad} went non-finite (NaN/inf) in {self.nonfinite_in_a_row} "
+                    f"updates in a row, so training stopped. Usual causes: a learning rate too high "
+                    f"(now {config.learning_rate}), rewards on a huge scale (try normalize_rewards=true or "
+                    f"reward_clip), or fp16 overflow. The last good weights are in the latest checkpoint."
+                )  # fmt: skip
+        self._keep_samples(update, rollout, scores, parts)
+        return logs
+
+    def optimize(self, rollout: Rollout, old: dict, advantages: torch.Tensor, returns: torch.Tensor,
+                 update: int) -> tuple[dict, int]:  # fmt: skip
+        """`ppo_epochs` passes of minibatch updates; returns the averaged stats and epochs run."""
+        config = self.config
+        shuffle = torch.Generator().manual_seed(config.seed * 7919 + update)
+        cliprange_value = math.inf if config.cliprange_value is None else config.cliprange_value
+        sums: dict[str, float] = {}
+        count, epochs_run = 0, 0
+        params = [p for p in self.model.parameters() if p.requires_grad]
+        self.model.train()
+        for _epoch in range(config.ppo_epochs):
+            epoch_kl = []
+            order = torch.randperm(len(rollout), generator=shuffle)
+            for micro, start in enumerate(range(0, len(rollout), config.mini_batch_size)):
+                index = order[start : start + config.mini_batch_size]
+                chunk = rollout.select(index)
+                width = chunk.response_ids.shape[1]
+                m = chunk.response_mask
+                last = (micro + 1) % config.gradient_accumulation_steps == 0
+                with self.accelerator.no_sync(self.model) if not last else contextlib.nullcontext():
+                    out = self.model(*chunk.model_inputs(), width, with_entropy=True)
+                    pg = policy_loss(out.logprobs, old["logprobs"][index, :width], advantages[index, :width], m,
+                                     config.cliprange)  # fmt: skip
+                    vf = value_loss(out.values, old["values"][index, :width], returns[index, :width], m,
+                                    cliprange_value)  # fmt: skip
+                    entropy = masked_mean(out.entropy, m)
+                    loss = pg.loss + config.vf_coef * vf.loss - config.entropy_coef * entropy
+                    if self._any(None if torch.isfinite(loss) else "loss"):
+                        self.optimizer.zero_grad(set_to_none=True)
+                        return {"nonfinite": "loss", **_averaged(sums, count)}, epochs_run
+                    self.accelerator.backward(loss / config.gradient_accumulation_steps)
+                if last:
+                    norm = self.accelerator.clip_grad_norm_(params, config.max_grad_norm or math.inf)
+                    if self._any(None if torch.isfinite(torch.as_tensor(norm)) else "gradient norm"):
+                        self.optimizer.zero_grad(set_to_none=True)
+                        return {"nonfinite": "gradient norm", **_averaged(sums, count)}, epochs_run
+                    self.optimizer.step()
+                    self.scheduler.step()
+                    self.optimizer.zero_grad(set_to_none=True)
+                values = (
+                    pg.approx_kl,
+                    pg.clipfrac,
+                    pg.loss,
+                    vf.loss,
+                    vf.clipfrac,
+                    entropy,
+                    pg.ratio_mean,
+                    pg.ratio_var,
+                )
+                for name, value in zip(MINIBATCH_METRICS, values):
+                    sums[name] = sums.get(name, 0.0) + float(value.detach())
+                count += 1
+                epoch_kl.append(float(pg.approx_kl))
+            epochs_run += 1
+            if config.max_approx_kl is not None:
+                mean_kl = float(self._reduce({"kl": torch.tensor(sum(epoch_kl) / len(epoch_kl))})["kl"])
+                if mean_kl > config.max_approx_kl:
+                    break
+        return _averaged(sums, count), epochs_run
+
+    def _any(self, reason: str | None) -> bool:
+        """Whether any process has a non-finite value (all processes must skip together)."""
+        flag = torch.tensor(float(reason is not None), device=self.accelerator.device)
+        if self.world > 1:
+            flag = self.accelerator.reduce(flag, "sum")
+        return bool(flag > 0)
+
+    def _reduce(self, metrics: dict[str, Any]) -> dict[str, float]:
+        """Mean over processes, so every process logs the same numbers."""
+        names = list(metrics)
+        stacked = torch.stack([torch.as_tensor(metrics[n], dtype=torch.float32).reshape(()) for n in names])
+        stacked = stacked.to(self.accelerator.device)
+        if self.world > 1:
+            stacked = self.accelerator.reduce(stacked, "mean")
+        return dict(zip(names, stacked.tolist()))
+
+    def _keep_samples(self, update: int, rollout: Rollout, scores: torch.Tensor, parts: dict) -> None:
+        rows = []
+        for i in range(min(self.config.num_samples, len(rollout))):
+            prompt = rollout.prompts[i]
+            rows.append({
+                "update": update + 1, "prompt": prompt if isinstance(prompt, str) else prompt[-1]["content"],
+                "completion": rollout.completions[i], "score": float(scores[i]), "ended": bool(rollout.ended[i]),
+                "components": {_short(name): values[i] for name, values in parts.items()},
+            })  # fmt: skip
+        self.samples.extend(rows)
+        self.latest_samples = rows
+
+    # ---- the run --------------------------------------------------------------------------------
+
+    def train(self) -> None:
+        config = self.config
+        self.callbacks.on_train_begin(config, self.state, self.control)
+        for update in range(self.start_update, config.total_updates):
+            logs = self.step(update)
+            self.generator.sync(self.actor.policy)
+            self.state.global_step = update + 1
+            self.state.epoch = logs["episode"] / max(1, len(self.prompts))
+            self.callbacks.on_step_end(config, self.state, self.control)
+            if (update + 1) % config.logging_steps == 0 or update + 1 == config.total_updates:
+                self.state.log_history.append({**logs, "step": update + 1})
+                self.callbacks.on_log(
+                    config, self.state, self.control, {**logs, "samples": self.latest_samples}
+                )
+            if config.save_every and (update + 1) % config.save_every == 0:
+                self.save_checkpoint(update + 1)
+        self.callbacks.on_train_end(config, self.state, self.control)
+
+    def save_checkpoint(self, update: int) -> None:
+        self.accelerator.wait_for_everyone()
+        if self.accelerator.is_main_process:
+            state = {"kl_controller": self.kl_ctl.state_dict(),
+                     "reward_norm": self.norm.state_dict() if self.norm is not None else None,
+                     "log_history": self.state.log_history, "samples": self.samples,
+                     "nonfinite_in_a_row": self.nonfinite_in_a_row}  # fmt: skip
+            save_checkpoint(self.folder.path, update, self.actor, self.optimizer, self.scheduler, state)
+        self.accelerator.wait_for_everyone()
+
+    def restore(self, state: dict) -> None:
+        """Continue from a loaded checkpoint's state.json (weights and optimizer are already loaded)."""
+        self.start_update = int(state["update"])
+        self.kl_ctl.load_state_dict(state["kl_controller"])
+        if self.norm is not None and state.get("reward_norm"):
+            self.norm.load_state_dict(state["reward_norm"])
+        self.state.log_history = list(state["log_history"])
+        self.state.global_step = self.start_update
+        self.samples = list(state["samples"])
+        self.nonfinite_in_a_row = int(state.get("nonfinite_in_a_row", 0))
+        self.generator.sync(self.actor.policy)
+
+    # ---- what finish_run needs --------------------------------------------------------------------
+
+    def is_world_process_zero(self) -> bool:
+        return self.accelerator.is_main_process
+
+    def save_model(self, path: str) -> None:
+        """The policy (adapters only with LoRA) and the critic, main process only."""
+        self.accelerator.wait_for_everyone()
+        if not self.accelerator.is_main_process:
+            return
+        from pathlib import Path
+
+        from safetensors.torch import save_file
+
+        actor = self.actor
+        actor.policy.save_pretrained(path, safe_serialization=True)
+        critic = {k: v.contiguous().cpu() for k, v in actor.critic_state().items()}
+        save_file(critic, str(Path(path) / ("value_head.safetensors" if actor.value_head is not None
+                                            else "critic.safetensors")))  # fmt: skip
+
+
+class Callbacks:
+    """Sends the Trainer's callback events to transformers `TrainerCallback`s, as a Trainer would
+    (transformers' own CallbackHandler expects the Trainer's flow callback, whose job is ours here)."""
+
+    def __init__(self, callbacks: list, **objects: Any) -> None:
+        self.callbacks = list(callbacks)
+        self.objects = objects
+
+    def __getattr__(self, event: str):
+        if not event.startswith("on_"):
+            raise AttributeError(event)
+
+        def call(args, state, control, logs=None):
+            extra = {"logs": logs} if logs is not None else {}
+            for callback in self.callbacks:
+                result = getattr(callback, event)(args, state, control, **self.objects, **extra)
+                control = result if result is not None else control
+            return control
+
+        return call
+
+
+def _averaged(sums: dict[str, float], count: int) -> dict[str, float]:
+    return {name: value / count for name, value in sums.items()} if count else {}
+
+
+def _short(name: str) -> str:
+    """'reward[1] (gold)' -> 'gold' for metric and sample keys."""
+    return name.split("(", 1)[1].rstrip(")") if "(" in name else name
