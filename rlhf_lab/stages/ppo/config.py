@@ -122,8 +122,8 @@ class PPOConfig(RunConfig):
     # --- rewards: combining several ---------------------------------------------------------------
     reward: str | None = field(
         default=None,
-        metadata={"help": "From the CLI: a reward run folder or model folder, or 'module:function' naming a "
-                          "Python f(prompts, completions) -> list[float]."},
+        metadata={"help": "From the CLI: a reward run folder or model folder, task:NAME (a gold task, e.g. "
+                          "task:concise), or 'module:function' naming a Python f(prompts, completions) -> list[float]."},
     )  # fmt: skip
     reward_weights: list[float] | None = field(
         default=None, metadata={"help": "With a list of rewards: a weighted sum, one weight per reward."}
@@ -161,6 +161,10 @@ class PPOConfig(RunConfig):
     # --- bookkeeping ----------------------------------------------------------------------------
     save_every: int = field(
         default=0, metadata={"help": "Checkpoint every N updates (for resume_from); 0: final weights only."}
+    )
+    resume_from: str | None = field(
+        default=None,
+        metadata={"help": "From the CLI: continue from a checkpoint folder, or a run folder's latest checkpoint."},
     )
     logging_steps: int = field(default=1, metadata={"help": "Log metrics every N updates."})
 
@@ -270,15 +274,11 @@ class PPOConfig(RunConfig):
     @property
     def process_index(self) -> int:
         """This process's rank under `accelerate launch` (0 otherwise), as TrainingArguments has it."""
-        from accelerate import PartialState
-
-        return PartialState().process_index
+        return _state().process_index
 
     @property
     def world_size(self) -> int:
-        from accelerate import PartialState
-
-        return PartialState().num_processes
+        return _state().num_processes
 
     @property
     def minibatches_per_epoch(self) -> int:
@@ -287,6 +287,15 @@ class PPOConfig(RunConfig):
     @property
     def optimizer_steps_per_update(self) -> int:
         return self.ppo_epochs * self.batch_size // (self.mini_batch_size * self.gradient_accumulation_steps)
+
+
+def _state():
+    """accelerate's process state; on a machine without CUDA, processes join over gloo (`cpu=True`), as
+    the TRL stages' `use_cpu` does, else `accelerate launch` on CPU would start lone processes."""
+    import torch
+    from accelerate import PartialState
+
+    return PartialState(cpu=not torch.cuda.is_available())
 
 
 def _finite(value: object) -> bool:

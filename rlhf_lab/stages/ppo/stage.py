@@ -50,8 +50,9 @@ def ppo(policy: Any = None, reward: Any = None, prompts: Any = None, config: PPO
     if reward is None:
         raise ConfigError("PPO needs a reward: a RewardModel or reward run, a (model, tokenizer) pair, a function "
                           "f(prompts, completions) -> list[float], or a list of these. Fix: pass reward=..., or "
-                          "set reward: in the config (a reward run folder, or 'module:function').")  # fmt: skip
+                          "set reward: in the config (a reward run folder, task:NAME or 'module:function').")  # fmt: skip
     prompt_list = _prompt_list(config.data if prompts is None else prompts)
+    resume_from = config.resume_from if resume_from is None else resume_from
     checkpoint = find_checkpoint(resume_from) if resume_from is not None else None
     reward_fn = make_reward_fn(_resolve_reward(reward), weights=config.reward_weights,
                                aggregate=config.reward_aggregate, lam=config.reward_lam)  # fmt: skip
@@ -89,8 +90,12 @@ def ppo(policy: Any = None, reward: Any = None, prompts: Any = None, config: PPO
 
 
 def _prompt_list(source: Any) -> list:
-    """Prompts as strings or conversations, from a file, a dataset, a list, or "starter"."""
-    if isinstance(source, (list, tuple)) and all(isinstance(p, (str, list, tuple)) for p in source):
+    """Prompts as strings or conversations: a file, a dataset, a list, "starter" or "task:NAME"."""
+    if isinstance(source, str) and source.startswith("task:"):  # a gold task's training prompts
+        from ...tasks import task
+
+        prompts = task(source.removeprefix("task:")).prompts("train")
+    elif isinstance(source, (list, tuple)) and all(isinstance(p, (str, list, tuple)) for p in source):
         prompts = list(source)
     else:
         dataset = resolve_data(load_prompts, "prompts", source)
@@ -102,12 +107,17 @@ def _prompt_list(source: Any) -> list:
 
 
 def _resolve_reward(reward: Any) -> Any:
-    """A reward as given, or loaded from the CLI's string: a reward run/model folder or 'module:function'."""
+    """A reward as given, or loaded from the CLI's string: a reward run/model folder, `task:NAME` (a gold
+    task's reward, see `lab.TASKS`) or 'module:function'."""
     if isinstance(reward, (list, tuple)) and not _looks_like_pair(reward):
         return [_resolve_reward(r) for r in reward]
     if not isinstance(reward, (str, Path)):
         return reward
     text = str(reward)
+    if text.startswith("task:"):  # a gold task's programmatic reward, e.g. task:concise
+        from ...tasks import task
+
+        return task(text.removeprefix("task:"))
     if ":" in text and not Path(text).exists():
         module, _, name = text.partition(":")
         try:
