@@ -226,7 +226,7 @@ def test_lora_reference_is_the_base_with_adapters_disabled(tiny_policy, tmp_path
 
 
 def test_separate_critic_starts_from_the_reward_model(tiny_policy, tiny_reward, tmp_path):
-    run = lab.ppo(tiny_policy, tiny_reward, PROMPTS, config(tmp_path, critic="separate"))
+    run = lab.ppo(tiny_policy, tiny_reward, PROMPTS, config(tmp_path, critic="separate", entropy_coef=0.01))
     assert (tmp_path / "run" / "model" / "critic.safetensors").exists()
     assert run.summary["critic"] == "separate"
     assert run.metrics["val/mean"].iloc[0] != 0.0  # a zero-initialized head would start at exactly 0

@@ -164,7 +164,9 @@ class PPOConfig(RunConfig):
     )
     resume_from: str | None = field(
         default=None,
-        metadata={"help": "From the CLI: continue from a checkpoint folder, or a run folder's latest checkpoint."},
+        metadata={
+            "help": "From the CLI: continue from a checkpoint folder, or a run folder's latest checkpoint."
+        },
     )
     logging_steps: int = field(default=1, metadata={"help": "Log metrics every N updates."})
 

@@ -74,11 +74,17 @@ def response_hidden(trunk: nn.Module, input_ids: Tensor, attention_mask: Tensor,
     return out.last_hidden_state[:, -response_length - 1 : -1]
 
 
-def token_logprobs(logits: Tensor, tokens: Tensor, temperature: float, with_entropy: bool = False):
-    """log-probs of `tokens` under softmax(logits / temperature), in float32; and the entropy if asked."""
+def token_logprobs(logits: Tensor, tokens: Tensor, temperature: float, with_entropy: bool = False,
+                   entropy_grad: bool = True):  # fmt: skip
+    """log-probs of `tokens` under softmax(logits / temperature), in float32; and the entropy if asked
+    (without a graph when `entropy_grad` is False: a metric only, no backward through the vocabulary)."""
     logp = torch.log_softmax(logits.float() / temperature, dim=-1)
     logprobs = logp.gather(-1, tokens.unsqueeze(-1)).squeeze(-1)
-    entropy = -(logp.exp() * logp).sum(-1) if with_entropy else None
+    entropy = None
+    if with_entropy:
+        with torch.set_grad_enabled(entropy_grad and torch.is_grad_enabled()):
+            source = logp if entropy_grad else logp.detach()
+            entropy = -(source.exp() * source).sum(-1)
     return logprobs, entropy
 
 
@@ -105,11 +111,11 @@ class ActorCritic(nn.Module):
         self.temperature = float(temperature)
 
     def forward(self, input_ids: Tensor, attention_mask: Tensor, position_ids: Tensor, response_length: int,
-                *, with_values: bool = True, with_entropy: bool = False) -> ForwardOut:  # fmt: skip
+                *, with_values: bool = True, with_entropy: bool = False, entropy_grad: bool = True) -> ForwardOut:  # fmt: skip
         trunk, head = split_lm(self.policy)
         hidden = response_hidden(trunk, input_ids, attention_mask, position_ids, response_length)
         tokens = input_ids[:, -response_length:]
-        logprobs, entropy = token_logprobs(head(hidden), tokens, self.temperature, with_entropy)
+        logprobs, entropy = token_logprobs(head(hidden), tokens, self.temperature, with_entropy, entropy_grad)
         values = None
         if with_values and self.value_head is not None:
             values = self.value_head(hidden).float()

@@ -126,8 +126,8 @@ class PPOTrainer:
 
     @torch.no_grad()
     def evaluate(self, rollout: Rollout) -> dict[str, torch.Tensor]:
-        """Old log-probs, values, entropy and reference log-probs, in minibatch-sized chunks."""
-        parts: dict[str, list] = {"logprobs": [], "values": [], "entropy": [], "ref_logprobs": []}
+        """Old log-probs, values and reference log-probs, in minibatch-sized chunks."""
+        parts: dict[str, list] = {"logprobs": [], "values": [], "ref_logprobs": []}
         size = self.config.mini_batch_size
         length = rollout.response_ids.shape[1]
         for start in range(0, len(rollout), size):
@@ -136,10 +136,9 @@ class PPOTrainer:
             inputs = chunk.model_inputs()
             width = chunk.response_ids.shape[1]
             with self.accelerator.autocast():
-                out = self.actor(*inputs, width, with_entropy=True)
+                out = self.actor(*inputs, width)
                 ref = self._ref_logprobs(inputs, width)
-            for name, value in (("logprobs", out.logprobs), ("values", out.values), ("entropy", out.entropy),
-                                ("ref_logprobs", ref)):  # fmt: skip
+            for name, value in (("logprobs", out.logprobs), ("values", out.values), ("ref_logprobs", ref)):
                 parts[name].append(torch.nn.functional.pad(value.float(), (0, length - width)))
         return {name: torch.cat(values) for name, values in parts.items()}
 
@@ -247,7 +246,9 @@ class PPOTrainer:
                 m = chunk.response_mask
                 last = (micro + 1) % config.gradient_accumulation_steps == 0
                 with self.accelerator.no_sync(self.model) if not last else contextlib.nullcontext():
-                    out = self.model(*chunk.model_inputs(), width, with_entropy=True)
+                    # the entropy is a metric; it carries a gradient only when the bonus uses it
+                    out = self.model(*chunk.model_inputs(), width, with_entropy=True,
+                                     entropy_grad=config.entropy_coef > 0)  # fmt: skip
                     pg = policy_loss(out.logprobs, old["logprobs"][index, :width], advantages[index, :width], m,
                                      config.cliprange)  # fmt: skip
                     vf = value_loss(out.values, old["values"][index, :width], returns[index, :width], m,
