@@ -197,8 +197,10 @@ class VLLMGenerator:
             model.unmerge_adapter()
         else:
             state = model.state_dict()
-        engine_model = self.llm.llm_engine.model_executor.driver_worker.worker.model_runner.model
-        engine_model.load_weights(state.items())
+        # The in-process engine's model (V1 wraps the worker once more than V0 did).
+        worker = self.llm.llm_engine.model_executor.driver_worker
+        worker = getattr(worker, "worker", worker)
+        worker.model_runner.model.load_weights(state.items())
 
 
 def make_generator(backend: str, model: Any, tokenizer: Any, config: Any):
