@@ -14,7 +14,7 @@ PYTEST_ARGS ?=
 CHROMIUM := $(wildcard /usr/bin/chromium)
 MARKERS ?= not slow and not gpu$(if $(CHROMIUM),, and not browser)
 
-.PHONY: setup lab test demo lint
+.PHONY: setup lab test demo regress lint
 
 setup: $(STAMP)
 
@@ -37,8 +37,15 @@ test: $(STAMP)
 	@$(if $(CHROMIUM),,echo "NOTE: /usr/bin/chromium not found: browser tests left out (apt-get install chromium)")
 	HF_HUB_OFFLINE=1 $(PY) -m pytest -m "$(MARKERS)" $(PYTEST_ARGS)
 
+# 00_quickstart with its own defaults (the embedded model), headless: runs/demo/ holds the executed
+# notebook, its HTML export, its records and, under work/00_quickstart/runs/, the run folders and monitors.
 demo: $(STAMP)
-	HF_HUB_OFFLINE=1 $(VENV)/bin/rlhf-lab demo --set output_dir=runs/demo
+	HF_HUB_OFFLINE=1 $(VENV)/bin/rlhf-lab regress --notebooks 00_quickstart --profile full --out runs/demo
+	$(VENV)/bin/jupyter nbconvert --to html --output-dir runs/demo runs/demo/00_quickstart.ipynb
+
+# Every notebook under papermill with the CI profile (tiny models), compared with notebooks/baselines.json.
+regress: $(STAMP)
+	HF_HUB_OFFLINE=1 $(VENV)/bin/rlhf-lab regress --profile ci --jobs 2
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check rlhf_lab tests benchmarks

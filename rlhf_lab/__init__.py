@@ -34,6 +34,8 @@ _EXPORTS = {
     "evaluate": "evaluate", "compare": "evaluate", "bootstrap_ci": "stats", "paired_difference": "stats",
     "task": "tasks", "TASKS": "tasks", "Task": "tasks", "SimulatedAnnotator": "tasks",
     "preference_dataset": "tasks",
+    "overoptimization": "overoptimization", "plot_overoptimization": "overoptimization",
+    "record": "regress", "recorded": "regress",
 }  # fmt: skip
 __all__ = sorted(_EXPORTS) + ["__version__"]
 

@@ -62,6 +62,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_prefs_parser(sub)  # rlhf-lab prefs stats|export|import|agreement --store FILE
 
+    from .regress_cli import add_regress_parser
+
+    add_regress_parser(sub)  # rlhf-lab regress [--notebooks GLOB] [--profile ci|full] [--update-baselines]
+
     demo = sub.add_parser("demo", help="load the embedded policy, answer held-out prompts, write runs/demo")
     _add_config_args(demo)
     demo.set_defaults(handler=_demo)

@@ -217,7 +217,9 @@ class LiveMonitor(TrainerCallback):
                 self._run_dir = Path(args.output_dir)
             if self.fixed_stage is None:
                 self.stage = infer_stage((), type(args).__name__)
-            kl_target = getattr(args, "kl_target", None) or getattr(args, "target_kl", None)  # TRL's / PPOConfig's
+            kl_target = getattr(args, "kl_target", None) or getattr(
+                args, "target_kl", None
+            )  # TRL's / PPOConfig's
             if isinstance(kl_target, (int, float)) and kl_target > 0:
                 self.diagnostics.config_kl_target = float(kl_target)
             self._start()
