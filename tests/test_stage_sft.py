@@ -142,3 +142,23 @@ def test_every_run_has_a_monitor_unless_switched_off(trained, tmp_path, tiny_pol
     )
     quiet = sft(tiny_policy, DEMOS, config(tmp_path, max_steps=2, num_samples=0, monitor=False))
     assert not (quiet.output_dir / "monitor.html").exists() and "alerts" not in quiet.summary
+
+
+def test_a_copy_of_the_trained_model_runs_its_own_weights(tiny_policy, tmp_path):
+    """TRL patches the trained model's forward on the instance; a deepcopy (the next stage's private
+    copy) would still run the original weights through that closure unless the stage removes it."""
+    import copy
+
+    data = [
+        {"messages": [{"role": "user", "content": f"Hi {i}"}, {"role": "assistant", "content": "Hello"}]}
+        for i in range(4)
+    ]
+    config = SFTConfig(output_dir=str(tmp_path / "sft"), max_steps=1, per_device_train_batch_size=2, num_samples=0,
+                       monitor=False)  # fmt: skip
+    run = sft(tiny_policy, data, config)
+    clone = copy.deepcopy(run.model)
+    with torch.no_grad():
+        for p in clone.parameters():
+            p.add_(0.5)
+    ids = torch.tensor([[1, 2, 3, 4]])
+    assert not torch.allclose(clone(ids).logits, run.model(ids).logits)

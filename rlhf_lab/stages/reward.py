@@ -47,6 +47,7 @@ from .common import (
     resolve_data,
     start_run,
 )
+from .reference import release
 from .reward_eval import PairScores, expected_calibration_error, pair_metrics, score_pairs, split_response
 
 AGGREGATES = ("mean", "mean_minus_std")
@@ -283,7 +284,7 @@ def _train_one(
                                 processing_class=copy.deepcopy(rm.tokenizer),
                                 callbacks=callbacks)  # fmt: skip
     trainer.train()
-    rm.model = trainer.model
+    rm.model = release(trainer.model)  # no instance patches left behind (see reference.release)
     if config.normalize:
         _normalize(rm, train, config)
     scores = (

@@ -27,6 +27,7 @@ from .common import (
     resolve_policy,
     start_run,
 )
+from .reference import release
 
 TEMPLATES = Path(__file__).resolve().parents[1] / "chat_templates"
 
@@ -78,7 +79,8 @@ def sft(model: Any = None, data: Any = None, config: SFTConfig | None = None, *,
     trainer = trl.SFTTrainer(model=policy.model, args=config, train_dataset=dataset, eval_dataset=evaluation,
                              processing_class=tokenizer, callbacks=callbacks)  # fmt: skip
     trainer.train()
-    policy.model = trainer.model
+    # TRL's instance patches off: a later deepcopy (the next stage's private copy) must run its own weights
+    policy.model = release(trainer.model)
     samples = policy_samples(policy, config.num_samples)
     summary = {"train_examples": len(dataset), "assistant_only_loss": config.assistant_only_loss}
     return finish_run("sft", trainer, policy, config, folder, logger, summary=summary, samples=samples,
