@@ -1,0 +1,69 @@
+"""benchmarks/gold_e2e.py: SFT -> reward model -> PPO and DPO on a gold task, judged by gold.
+
+The fast test runs the whole pipeline on a tiny random model (the numbers mean nothing there, the
+structure does); the `slow` one runs the script's --quick mode on the embedded SmolLM2-135M.
+"""
+
+import importlib.util
+import json
+from pathlib import Path
+
+import pytest
+
+SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "gold_e2e.py"
+
+
+def load_script():
+    spec = importlib.util.spec_from_file_location("gold_e2e", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def check_results(results: dict, out: Path, labels: int, updates: int, prompts: int) -> None:
+    assert json.loads((out / "results.json").read_text())["evaluation"] == json.loads(
+        json.dumps(results["evaluation"], default=str)
+    )
+    assert results["labels"] == labels and results["sft_examples"] >= 8
+    assert set(results["times_s"]) == {"labels", "sft", "reward_model", "ppo", "dpo", "evaluate"}
+    assert len(results["ppo_curve"]) == updates
+    ev = results["evaluation"]
+    assert ev["n_prompts"] == prompts and set(ev["policies"]) == {"sft", "ppo", "dpo"}
+    for figures in ev["policies"].values():
+        gold = figures["gold"]
+        assert 0 <= gold["lo"] <= gold["mean"] <= gold["hi"] <= 1
+        assert gold["n"] == prompts  # a prompt's figure is the mean over its repeats
+    for name in ("ppo", "dpo"):
+        diff = ev[f"{name}_minus_sft"]
+        gap = ev["policies"][name]["gold"]["mean"] - ev["policies"]["sft"]["gold"]["mean"]
+        assert diff["mean"] == pytest.approx(gap)  # paired over the same prompts and seeds
+        assert diff["lo"] <= diff["mean"] <= diff["hi"]
+        assert diff["significant"] == (diff["lo"] > 0 or diff["hi"] < 0)
+    samples = (out / "eval_samples.jsonl").read_text().splitlines()
+    assert len(samples) == 3 * prompts * ev["repeats"]
+    for stage in ("sft", "reward", "ppo", "dpo"):
+        assert (out / stage / "run.json").exists()
+
+
+def test_pipeline_on_a_tiny_model(tmp_path):
+    script = load_script()
+    results = script.main(["--tiny", "--out", str(tmp_path)])
+    check_results(results, tmp_path, labels=16, updates=2, prompts=8)
+    assert results["args"]["max_new_tokens"] == 16 and results["model"].startswith("tiny")
+
+
+def test_the_issue_budget_is_enforced():
+    script = load_script()
+    with pytest.raises(SystemExit):
+        script.parse_args(["--labels", "2001"])
+    with pytest.raises(SystemExit):
+        script.parse_args(["--ppo-updates", "41"])
+    assert script.parse_args(["--quick", "--labels", "20"]).labels == 20  # a flag given wins over --quick
+
+
+@pytest.mark.slow
+def test_quick_run_on_the_embedded_model(tmp_path):
+    script = load_script()
+    results = script.main(["--quick", "--out", str(tmp_path)])
+    check_results(results, tmp_path, labels=16, updates=2, prompts=8)
+    assert "SmolLM2" in results["model"] or "smol" in results["model"].lower()
