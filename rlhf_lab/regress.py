@@ -354,7 +354,8 @@ def compare(runs: list[NotebookRun], baselines: dict) -> list[Check]:
 
 def updated_baselines(baselines: dict, profile: str, runs: list[NotebookRun]) -> dict:
     """`baselines` with the values of every notebook that ran: tolerances kept, new metrics added
-    (floats with rel DEFAULT_REL, others exact), metrics no longer recorded dropped. Failed
+    (floats with rel DEFAULT_REL, others exact), metrics no longer recorded dropped. A floor or
+    ceiling (`direction`) is a chosen bound, so it stays while the new value meets it. Failed
     notebooks keep their old entry."""
     new = json.loads(json.dumps(baselines))
     section = new.setdefault(profile, {})
@@ -367,6 +368,8 @@ def updated_baselines(baselines: dict, profile: str, runs: list[NotebookRun]) ->
             spec = {k: v for k, v in old.get(metric, {}).items() if k != "value"}
             if metric not in old and isinstance(value, float):
                 spec = {"rel": DEFAULT_REL}
+            if "direction" in spec and compare_value(old[metric], value)[0]:
+                value = old[metric]["value"]
             entry[metric] = {"value": float(f"{value:.6g}") if isinstance(value, float) else value, **spec}
         section[run.name] = entry
     new[profile] = dict(sorted(section.items()))

@@ -113,15 +113,18 @@ class TestBaselinesFile:
         assert str(path) in str(err.value)
 
     def test_update_keeps_tolerances_and_shows_the_diff(self):
-        old = {"ci": {"nb": {"acc": {"value": 0.8, "abs": 0.05}, "gone": {"value": 1}},
+        old = {"ci": {"nb": {"acc": {"value": 0.8, "abs": 0.05}, "gone": {"value": 1},
+                             "kl": {"value": 2.0, "direction": "at_most"}, "win": {"value": 0.6, "direction": "at_least"}},
                       "broken": {"x": {"value": 1}}}, "full": {"nb": {"acc": {"value": 0.9}}}}  # fmt: skip
         runs = [
-            run("nb", {"acc": 0.8123456789, "steps": 8, "loss": 1.5}),
+            run("nb", {"acc": 0.8123456789, "steps": 8, "loss": 1.5, "kl": 0.25, "win": 0.4}),
             run("broken", failure=Failure("E", "", "")),
         ]
         new = rg.updated_baselines(old, "ci", runs)
         assert new["ci"]["nb"] == {"acc": {"value": 0.812346, "abs": 0.05}, "loss": {"value": 1.5, "rel": rg.DEFAULT_REL},
-                                   "steps": {"value": 8}}  # fmt: skip
+                                   "steps": {"value": 8},
+                                   "kl": {"value": 2.0, "direction": "at_most"},  # a met ceiling stays where it was
+                                   "win": {"value": 0.4, "direction": "at_least"}}  # a floor it broke moves  # fmt: skip
         assert new["ci"]["broken"] == old["ci"]["broken"] and new["full"] == old["full"]
         text = rg.dump_baselines(new)
         assert json.loads(text) == new
