@@ -1,7 +1,6 @@
 """End to end on a gold task: SFT -> reward model -> PPO, and DPO on the same labels, judged by gold.
 
-    OMP_NUM_THREADS=1 .venv/bin/python benchmarks/gold_e2e.py --labels 400 --ppo-updates 30 \\
-        --out runs/gold_e2e                               # the embedded SmolLM2-135M, about 40 min on 1 core
+    OMP_NUM_THREADS=1 .venv/bin/python benchmarks/gold_e2e.py --out runs/gold_e2e   # SmolLM2-135M, about 1 h on 1 core
     .venv/bin/python benchmarks/gold_e2e.py --quick       # a smoke run of every stage, a few minutes
     .venv/bin/python benchmarks/gold_e2e.py --tiny        # the same pipeline on a tiny random model, seconds
 
@@ -13,11 +12,13 @@ Pipeline (task "concise" by default; every number below is a flag):
 2. SFT data: the better response of each labelled pair, by gold, kept when its gold is at least
    `--sft-min-gold` (best-of-2 rejection sampling from the model's own samples: on-distribution
    demonstrations that cost no extra generation, and leave room for RLHF above them).
-3. SFT from the start policy; a Bradley-Terry reward model on the labels (backbone: the SFT model);
-   PPO from SFT against that reward model on the task's train prompts; DPO from SFT on the labels.
+3. SFT from the start policy; a Bradley-Terry reward model on the labels (`--rm-backbone`: the
+   embedded MiniLM cross-encoder by default, or the SFT model); PPO from SFT against that reward model
+   on the task's train prompts; DPO from SFT on the labels.
 4. Gold of SFT, PPO and DPO on the task's held-out test prompts (`--eval-repeats` samples each at
    temperature 1, the same seeds for every policy), paired differences PPO - SFT and DPO - SFT with
-   bootstrap 95% CIs (`lab.paired_difference`), and the proxy reward model's mean score.
+   bootstrap 95% CIs (`lab.paired_difference`), the proxy reward model's mean score, and how well
+   proxy and gold agree on those samples (Pearson r; within-prompt pairwise accuracy).
 
 Everything is written to `--out` (run folders per stage) and `--out/results.json`.
 """
@@ -39,6 +40,7 @@ QUICK = dict(
     eval_prompts=8,
     eval_repeats=1,
     ppo_batch=4,
+    rm_epochs=1.0,
 )
 
 
@@ -49,16 +51,22 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument(
         "--bt-temperature", type=float, default=0.1, help="annotator Bradley-Terry T, in gold units"
     )
-    p.add_argument("--ppo-updates", type=int, default=30, help="PPO updates (at most 40)")
-    p.add_argument("--ppo-batch", type=int, default=8, help="PPO prompts per update")
-    p.add_argument("--ppo-lr", type=float, default=3e-5)
+    p.add_argument("--ppo-updates", type=int, default=40, help="PPO updates (at most 40)")
+    p.add_argument("--ppo-batch", type=int, default=16, help="PPO prompts per update")
+    p.add_argument("--ppo-lr", type=float, default=1e-5)
     p.add_argument("--ppo-epochs", type=int, default=2)
     p.add_argument("--kl-coef", type=float, default=0.05)
     p.add_argument("--max-new-tokens", type=int, default=32)
     p.add_argument("--sft-min-gold", type=float, default=0.5)
     p.add_argument("--sft-epochs", type=float, default=1.0)
-    p.add_argument("--rm-epochs", type=float, default=1.0)
-    p.add_argument("--rm-lr", type=float, default=2e-5)
+    p.add_argument(
+        "--rm-backbone",
+        default="minilm",
+        choices=("minilm", "sft"),
+        help="reward model trunk: the embedded MiniLM encoder or the SFT policy's",
+    )
+    p.add_argument("--rm-epochs", type=float, default=3.0)
+    p.add_argument("--rm-lr", type=float, default=5e-5)
     p.add_argument("--dpo-epochs", type=float, default=1.0)
     p.add_argument("--dpo-lr", type=float, default=2e-5)
     p.add_argument("--dpo-beta", type=float, default=0.1)
@@ -113,6 +121,7 @@ def judge(policies: dict[str, Any], task, reward, args, out_dir: Path) -> dict[s
     prompts = prompts[: args.eval_prompts] if args.eval_prompts else prompts
     out: dict[str, Any] = {"n_prompts": len(prompts), "repeats": args.eval_repeats, "policies": {}}
     gold: dict[str, np.ndarray] = {}
+    pooled: list[tuple[str, float, float]] = []  # (prompt, gold, proxy) of every sample, for agreement
     with open(out_dir / "eval_samples.jsonl", "w") as file:
         for name, policy in policies.items():
             texts = []
@@ -128,6 +137,7 @@ def judge(policies: dict[str, Any], task, reward, args, out_dir: Path) -> dict[s
                     json.dumps({"policy": name, "prompt": prompt, "completion": text, "gold": g, "proxy": s})
                     + "\n"
                 )
+            pooled += [(json.dumps(p), float(g), float(s)) for p, g, s in zip(items, scores, proxy)]
             gold[name] = scores.reshape(args.eval_repeats, len(prompts)).mean(0)
             out["policies"][name] = {"gold": mean_ci(gold[name]),
                                      "proxy": mean_ci(proxy.reshape(args.eval_repeats, len(prompts)).mean(0)),
@@ -136,7 +146,24 @@ def judge(policies: dict[str, Any], task, reward, args, out_dir: Path) -> dict[s
     for name in policies:
         if name != "sft":
             out[f"{name}_minus_sft"] = lab.paired_difference(gold[name], gold["sft"])
+    out["proxy_gold_agreement"] = agreement(pooled)
     return out
+
+
+def agreement(samples: list[tuple[str, float, float]]) -> dict[str, float]:
+    """How well the proxy reward tracks gold on (prompt, gold, proxy) samples: Pearson r over all of
+    them, and the share of same-prompt pairs with different gold that the proxy orders the same way."""
+    import numpy as np
+
+    gold, proxy = np.array([g for _, g, _ in samples]), np.array([s for _, _, s in samples])
+    by_prompt: dict[str, list[int]] = {}
+    for i, (prompt, _, _) in enumerate(samples):
+        by_prompt.setdefault(prompt, []).append(i)
+    pairs = [(a, b) for idx in by_prompt.values() for a in idx for b in idx if a < b and gold[a] != gold[b]]
+    agree = [(proxy[a] > proxy[b]) == (gold[a] > gold[b]) for a, b in pairs]
+    r = float(np.corrcoef(gold, proxy)[0, 1]) if gold.std() > 0 and proxy.std() > 0 else float("nan")
+    return {"pearson_r": r, "pair_accuracy": float(np.mean(agree)) if agree else float("nan"),
+            "pairs": len(pairs)}  # fmt: skip
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
@@ -181,13 +208,14 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     sft = stage("sft", lambda: lab.sft(policy, demos, lab.SFTConfig(
         output_dir=str(out / "sft"), num_train_epochs=args.sft_epochs, per_device_train_batch_size=8, **common)))  # fmt: skip
     t = mark("sft", t)
-    rm = stage("reward", lambda: lab.train_reward_model(sft, prefs, lab.RewardConfig(
+    backbone = "minilm" if args.rm_backbone == "minilm" and not args.tiny else sft
+    rm = stage("reward", lambda: lab.train_reward_model(backbone, prefs, lab.RewardConfig(
         output_dir=str(out / "reward"), num_train_epochs=args.rm_epochs, per_device_train_batch_size=8,
         learning_rate=args.rm_lr, **common)))  # fmt: skip
     t = mark("reward_model", t)
     ppo = stage("ppo", lambda: lab.ppo(sft, rm, task.prompts("train"), lab.PPOConfig(
         output_dir=str(out / "ppo"), total_updates=args.ppo_updates, batch_size=args.ppo_batch,
-        mini_batch_size=min(4, args.ppo_batch), ppo_epochs=args.ppo_epochs, learning_rate=args.ppo_lr, kl_coef=args.kl_coef,
+        mini_batch_size=min(8, args.ppo_batch), ppo_epochs=args.ppo_epochs, learning_rate=args.ppo_lr, kl_coef=args.kl_coef,
         max_new_tokens=args.max_new_tokens, monitor=False, num_samples=2, seed=args.seed, logging_steps=1)))  # fmt: skip
     t = mark("ppo", t)
     dpo = stage("dpo", lambda: lab.dpo(sft, prefs, lab.DPOConfig(
@@ -217,6 +245,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         print(
             f"{name} - sft gold: {d['mean']:+.3f} [{d['lo']:+.3f}, {d['hi']:+.3f}] significant={d['significant']}"
         )
+    print(f"proxy vs gold on the evaluation samples: {ev['proxy_gold_agreement']}")
     print(f"wall {results['wall_s']} s -> {out / 'results.json'}")
     return results
 
