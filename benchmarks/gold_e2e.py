@@ -1,6 +1,6 @@
 """End to end on a gold task: SFT -> reward model -> PPO, and DPO on the same labels, judged by gold.
 
-    OMP_NUM_THREADS=1 .venv/bin/python benchmarks/gold_e2e.py --out runs/gold_e2e   # SmolLM2-135M, about 1 h on 1 core
+    OMP_NUM_THREADS=1 .venv/bin/python benchmarks/gold_e2e.py --out runs/gold_e2e   # SmolLM2-135M, about 90 min on 1 core
     .venv/bin/python benchmarks/gold_e2e.py --quick       # a smoke run of every stage, a few minutes
     .venv/bin/python benchmarks/gold_e2e.py --tiny        # the same pipeline on a tiny random model, seconds
 

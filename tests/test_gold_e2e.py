@@ -86,7 +86,7 @@ def test_quick_run_on_the_embedded_model(tmp_path):
 
 @pytest.mark.slow
 def test_the_full_run_beats_sft_on_gold(tmp_path):
-    """The issue's criterion, with the script's defaults (about an hour on one core): PPO and DPO
+    """The issue's criterion, with the script's defaults (about 90 minutes on one core): PPO and DPO
     each beat SFT on gold, the 95% CI of the paired difference excluding 0."""
     script = load_script()
     results = script.main(["--out", str(tmp_path)])
