@@ -40,8 +40,7 @@ test: $(STAMP)
 # 00_quickstart with its own defaults (the embedded model), headless: runs/demo/ holds the executed
 # notebook, its HTML export, its records and, under work/00_quickstart/runs/, the run folders and monitors.
 demo: $(STAMP)
-	HF_HUB_OFFLINE=1 $(VENV)/bin/rlhf-lab regress --notebooks 00_quickstart --profile full --out runs/demo
-	$(VENV)/bin/jupyter nbconvert --to html --output-dir runs/demo runs/demo/00_quickstart.ipynb
+	HF_HUB_OFFLINE=1 $(VENV)/bin/rlhf-lab demo --out runs/demo
 
 # Every notebook under papermill with the CI profile (tiny models), compared with notebooks/baselines.json.
 regress: $(STAMP)

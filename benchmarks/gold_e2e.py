@@ -48,9 +48,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--task", default="concise", help="a gold task: concise or arithmetic")
     p.add_argument("--labels", type=int, default=400, help="simulated preference labels (at most 2000)")
-    p.add_argument(
-        "--bt-temperature", type=float, default=0.1, help="annotator Bradley-Terry T, in gold units"
-    )
+    p.add_argument("--bt-temperature", type=float, default=0.1, help="annotator Bradley-Terry T, in gold units")
     p.add_argument("--ppo-updates", type=int, default=40, help="PPO updates (at most 40)")
     p.add_argument("--ppo-batch", type=int, default=16, help="PPO prompts per update")
     p.add_argument("--ppo-lr", type=float, default=1e-5)
@@ -78,8 +76,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--quick", action="store_true", help=f"a smoke run: {QUICK}")
     p.add_argument("--tiny", action="store_true", help="a tiny random model instead of SmolLM2 (tests)")
     p.add_argument("--resume", action="store_true", help="reuse labels and finished stages found in --out")
-    p.add_argument("--stages", default=",".join(STAGES),
-                   help="stages to run (others only reused with --resume); e.g. sft,dpo in a second process")  # fmt: skip
+    p.add_argument(
+        "--stages",
+        default=",".join(STAGES),
+        help="stages to run (others only reused with --resume); e.g. sft,dpo in a second process",
+    )
     args = p.parse_args(argv)
     if args.quick or args.tiny:
         for name, value in QUICK.items():
@@ -114,8 +115,8 @@ def judge(policies: dict[str, Any], task, reward, args, out_dir: Path) -> dict[s
     import numpy as np
 
     import rlhf_lab as lab
-    from rlhf_lab.evaluate import sample
-    from rlhf_lab.stats import mean_ci
+    from rlhf_lab.evaluation.evaluate import sample
+    from rlhf_lab.evaluation.stats import mean_ci
 
     prompts = task.prompts("test")
     prompts = prompts[: args.eval_prompts] if args.eval_prompts else prompts
@@ -126,23 +127,22 @@ def judge(policies: dict[str, Any], task, reward, args, out_dir: Path) -> dict[s
         for name, policy in policies.items():
             texts = []
             for r in range(args.eval_repeats):
-                drawn = sample(
-                    policy, prompts, max_new_tokens=args.max_new_tokens, seed=1000 + r, batch_size=32
-                )
+                drawn = sample(policy, prompts, max_new_tokens=args.max_new_tokens, seed=1000 + r, batch_size=32)
                 texts += drawn.texts
             items = prompts * args.eval_repeats
             scores, proxy = np.asarray(task(items, texts)), np.asarray(reward(items, texts), dtype=float)
             for prompt, text, g, s in zip(items, texts, scores, proxy):
                 file.write(
-                    json.dumps({"policy": name, "prompt": prompt, "completion": text, "gold": g, "proxy": s})
-                    + "\n"
+                    json.dumps({"policy": name, "prompt": prompt, "completion": text, "gold": g, "proxy": s}) + "\n"
                 )
             pooled += [(json.dumps(p), float(g), float(s)) for p, g, s in zip(items, scores, proxy)]
             gold[name] = scores.reshape(args.eval_repeats, len(prompts)).mean(0)
-            out["policies"][name] = {"gold": mean_ci(gold[name]),
-                                     "proxy": mean_ci(proxy.reshape(args.eval_repeats, len(prompts)).mean(0)),
-                                     "mean_words": float(np.mean([len(t.split()) for t in texts])),
-                                     "examples": [{"prompt": p, "completion": t} for p, t in zip(items[:3], texts[:3])]}  # fmt: skip
+            out["policies"][name] = {
+                "gold": mean_ci(gold[name]),
+                "proxy": mean_ci(proxy.reshape(args.eval_repeats, len(prompts)).mean(0)),
+                "mean_words": float(np.mean([len(t.split()) for t in texts])),
+                "examples": [{"prompt": p, "completion": t} for p, t in zip(items[:3], texts[:3])],
+            }
     for name in policies:
         if name != "sft":
             out[f"{name}_minus_sft"] = lab.paired_difference(gold[name], gold["sft"])
@@ -162,8 +162,7 @@ def agreement(samples: list[tuple[str, float, float]]) -> dict[str, float]:
     pairs = [(a, b) for idx in by_prompt.values() for a in idx for b in idx if a < b and gold[a] != gold[b]]
     agree = [(proxy[a] > proxy[b]) == (gold[a] > gold[b]) for a, b in pairs]
     r = float(np.corrcoef(gold, proxy)[0, 1]) if gold.std() > 0 and proxy.std() > 0 else float("nan")
-    return {"pearson_r": r, "pair_accuracy": float(np.mean(agree)) if agree else float("nan"),
-            "pairs": len(pairs)}  # fmt: skip
+    return {"pearson_r": r, "pair_accuracy": float(np.mean(agree)) if agree else float("nan"), "pairs": len(pairs)}
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
@@ -178,9 +177,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
     def mark(stage: str, since: float) -> float:
         times[stage] = round(time.perf_counter() - since, 1)
-        print(
-            f"[gold_e2e] {stage}: {times[stage]} s (total {time.perf_counter() - started:.0f} s)", flush=True
-        )
+        print(f"[gold_e2e] {stage}: {times[stage]} s (total {time.perf_counter() - started:.0f} s)", flush=True)
         return time.perf_counter()
 
     task = lab.task(args.task)
@@ -200,27 +197,83 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
         prefs = Dataset.from_json(str(out / "labels.jsonl"))
     else:
-        prefs = lab.preference_dataset(policy, task.prompts("train"), annotator, n_pairs=args.labels,
-                                       max_new_tokens=args.max_new_tokens, seed=args.seed, batch_size=32)  # fmt: skip
+        prefs = lab.preference_dataset(
+            policy,
+            task.prompts("train"),
+            annotator,
+            n_pairs=args.labels,
+            max_new_tokens=args.max_new_tokens,
+            seed=args.seed,
+            batch_size=32,
+        )
         prefs.to_json(out / "labels.jsonl")
     t = mark("labels", t)
     demos, demo_gold = sft_demonstrations(prefs, args.sft_min_gold)
-    sft = stage("sft", lambda: lab.sft(policy, demos, lab.SFTConfig(
-        output_dir=str(out / "sft"), num_train_epochs=args.sft_epochs, per_device_train_batch_size=8, **common)))  # fmt: skip
+    sft = stage(
+        "sft",
+        lambda: lab.sft(
+            policy,
+            demos,
+            lab.SFTConfig(
+                output_dir=str(out / "sft"), num_train_epochs=args.sft_epochs, per_device_train_batch_size=8, **common
+            ),
+        ),
+    )
     t = mark("sft", t)
     backbone = "minilm" if args.rm_backbone == "minilm" and not args.tiny else sft
-    rm = stage("reward", lambda: lab.train_reward_model(backbone, prefs, lab.RewardConfig(
-        output_dir=str(out / "reward"), num_train_epochs=args.rm_epochs, per_device_train_batch_size=8,
-        learning_rate=args.rm_lr, **common)))  # fmt: skip
+    rm = stage(
+        "reward",
+        lambda: lab.train_reward_model(
+            backbone,
+            prefs,
+            lab.RewardConfig(
+                output_dir=str(out / "reward"),
+                num_train_epochs=args.rm_epochs,
+                per_device_train_batch_size=8,
+                learning_rate=args.rm_lr,
+                **common,
+            ),
+        ),
+    )
     t = mark("reward_model", t)
-    ppo = stage("ppo", lambda: lab.ppo(sft, rm, task.prompts("train"), lab.PPOConfig(
-        output_dir=str(out / "ppo"), total_updates=args.ppo_updates, batch_size=args.ppo_batch,
-        mini_batch_size=min(8, args.ppo_batch), ppo_epochs=args.ppo_epochs, learning_rate=args.ppo_lr, kl_coef=args.kl_coef,
-        max_new_tokens=args.max_new_tokens, monitor=False, num_samples=2, seed=args.seed, logging_steps=1)))  # fmt: skip
+    ppo = stage(
+        "ppo",
+        lambda: lab.ppo(
+            sft,
+            rm,
+            task.prompts("train"),
+            lab.PPOConfig(
+                output_dir=str(out / "ppo"),
+                total_updates=args.ppo_updates,
+                batch_size=args.ppo_batch,
+                mini_batch_size=min(8, args.ppo_batch),
+                ppo_epochs=args.ppo_epochs,
+                learning_rate=args.ppo_lr,
+                kl_coef=args.kl_coef,
+                max_new_tokens=args.max_new_tokens,
+                monitor=False,
+                num_samples=2,
+                seed=args.seed,
+                logging_steps=1,
+            ),
+        ),
+    )
     t = mark("ppo", t)
-    dpo = stage("dpo", lambda: lab.dpo(sft, prefs, lab.DPOConfig(
-        output_dir=str(out / "dpo"), num_train_epochs=args.dpo_epochs, per_device_train_batch_size=8,
-        learning_rate=args.dpo_lr, beta=args.dpo_beta, **common)))  # fmt: skip
+    dpo = stage(
+        "dpo",
+        lambda: lab.dpo(
+            sft,
+            prefs,
+            lab.DPOConfig(
+                output_dir=str(out / "dpo"),
+                num_train_epochs=args.dpo_epochs,
+                per_device_train_batch_size=8,
+                learning_rate=args.dpo_lr,
+                beta=args.dpo_beta,
+                **common,
+            ),
+        ),
+    )
     t = mark("dpo", t)
     if "evaluate" not in args.stages.split(",") or None in (sft, rm, ppo, dpo):
         print(f"[gold_e2e] stopping before the evaluation; times {times}", flush=True)
@@ -231,20 +284,24 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     ppo_rows = ppo.metrics.to_dict("records") if len(ppo.metrics) else []
     results = {
         "command": " ".join(["benchmarks/gold_e2e.py", *(sys.argv[1:] if argv is None else argv)]),
-        "args": vars(args), "model": policy.name, "task": task.name,
-        "labels": len(prefs), "sft_examples": len(demos), "sft_demo_gold": demo_gold,
+        "args": vars(args),
+        "model": policy.name,
+        "task": task.name,
+        "labels": len(prefs),
+        "sft_examples": len(demos),
+        "sft_demo_gold": demo_gold,
         "reward_model": {k: v for k, v in rm.summary.items() if isinstance(v, (int, float, str))},
         "ppo_curve": [{k: r.get(k) for k in ("step", "objective/scores", "objective/kl") if k in r} for r in ppo_rows],
-        "evaluation": evaluation, "times_s": times, "wall_s": round(time.perf_counter() - started, 1),
-    }  # fmt: skip
+        "evaluation": evaluation,
+        "times_s": times,
+        "wall_s": round(time.perf_counter() - started, 1),
+    }
     (out / "results.json").write_text(json.dumps(results, indent=2, default=str))
     ev = evaluation
     print(json.dumps({name: round(p["gold"]["mean"], 3) for name, p in ev["policies"].items()}))
     for name in ("ppo", "dpo"):
         d = ev[f"{name}_minus_sft"]
-        print(
-            f"{name} - sft gold: {d['mean']:+.3f} [{d['lo']:+.3f}, {d['hi']:+.3f}] significant={d['significant']}"
-        )
+        print(f"{name} - sft gold: {d['mean']:+.3f} [{d['lo']:+.3f}, {d['hi']:+.3f}] significant={d['significant']}")
     print(f"proxy vs gold on the evaluation samples: {ev['proxy_gold_agreement']}")
     print(f"wall {results['wall_s']} s -> {out / 'results.json'}")
     return results

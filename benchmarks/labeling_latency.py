@@ -25,16 +25,14 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 from rlhf_lab import tiny_model  # noqa: E402
-from rlhf_lab.pairs import PairGenerator  # noqa: E402
-from rlhf_lab.panels import LabelingPanel  # noqa: E402
-from rlhf_lab.store import PreferenceStore  # noqa: E402
+from rlhf_lab.labeling.pairs import PairGenerator  # noqa: E402
+from rlhf_lab.labeling.panel import LabelingPanel  # noqa: E402
+from rlhf_lab.labeling.store import PreferenceStore  # noqa: E402
 
 TARGET_P95_MS = 100.0
 
 
-def session(
-    policy, folder: Path, prefetch: int, decisions: int, think: float, max_new_tokens: int
-) -> list[float]:
+def session(policy, folder: Path, prefetch: int, decisions: int, think: float, max_new_tokens: int) -> list[float]:
     """One labelling session; returns each decision's latency in ms."""
     prompts = [f"Question {i}: name a colour and say why." for i in range(decisions + 1)]
     sampling = {"temperature": 1.0, "max_new_tokens": max_new_tokens}
@@ -71,9 +69,7 @@ def main() -> None:
     times = []
     for seed in range(5):  # the median: one stall of a shared machine should not set the reference
         start = time.perf_counter()
-        policy.generate(
-            ["Question: name a colour."], seed=seed, temperature=1.0, max_new_tokens=args.max_new_tokens
-        )
+        policy.generate(["Question: name a colour."], seed=seed, temperature=1.0, max_new_tokens=args.max_new_tokens)
         times.append(time.perf_counter() - start)
     per_pair_ms = statistics.median(times) * 2 * 1000
 
@@ -84,9 +80,7 @@ def main() -> None:
             for prefetch in (2, 0) if round_ % 2 == 0 else (0, 2):
                 folder = Path(tmp) / f"round{round_}"
                 folder.mkdir(exist_ok=True)
-                results[prefetch] += session(
-                    policy, folder, prefetch, per_round, args.think, args.max_new_tokens
-                )
+                results[prefetch] += session(policy, folder, prefetch, per_round, args.think, args.max_new_tokens)
 
     fast, slow = results[2], results[0]
     p50, p95 = percentile(fast, 50), percentile(fast, 95)

@@ -29,7 +29,7 @@ import torch  # noqa: E402
 from transformers.utils import logging as hf_logging  # noqa: E402
 
 import rlhf_lab as lab  # noqa: E402
-from rlhf_lab.monitor import LiveMonitor  # noqa: E402
+from rlhf_lab.monitor.live import LiveMonitor  # noqa: E402
 
 hf_logging.set_verbosity_error()
 HAS_FLAG = "monitor" in {f.name for f in dataclasses.fields(lab.DPOConfig)}
@@ -62,9 +62,20 @@ def timed(policy, steps: int, logging_steps: int, monitored: bool) -> float:
     # monitor as a callback: the same class and path a default-on monitor takes.
     flag = {"monitor": False} if HAS_FLAG else {}
     with tempfile.TemporaryDirectory() as out:
-        config = lab.DPOConfig(output_dir=out, max_steps=steps, per_device_train_batch_size=4, max_length=128,
-                               num_samples=0, learning_rate=1e-4, logging_steps=logging_steps, seed=0, bf16=False,
-                               disable_tqdm=True, log_level="error", **flag)  # fmt: skip
+        config = lab.DPOConfig(
+            output_dir=out,
+            max_steps=steps,
+            per_device_train_batch_size=4,
+            max_length=128,
+            num_samples=0,
+            learning_rate=1e-4,
+            logging_steps=logging_steps,
+            seed=0,
+            bf16=False,
+            disable_tqdm=True,
+            log_level="error",
+            **flag,
+        )
         start = time.perf_counter()
         lab.dpo(policy, "starter", config, callbacks=[TimedMonitor()] if monitored else None)
         seconds = time.perf_counter() - start
@@ -93,11 +104,14 @@ def main() -> None:
         with_.append(seconds[True])
         ratios.append(seconds[True] / seconds[False])
     fixed = statistics.median(w - wo for w, wo in zip(with_, without))
-    print(f"monitor overhead (tiny DPO, {args.steps} steps x {args.rounds} rounds, logging every "
-          f"{args.logging_steps} step(s)): without median {statistics.median(without):.2f} s, with median "
-          f"{statistics.median(with_):.2f} s, with/without ratio median {statistics.median(ratios):.3f} "
-          f"(per round: {', '.join(f'{r:.3f}' for r in ratios)}), fixed cost {fixed:+.2f} s; time inside the "
-          f"monitor's callbacks: median {statistics.median(own):.2%} of the monitored run", flush=True)  # fmt: skip
+    print(
+        f"monitor overhead (tiny DPO, {args.steps} steps x {args.rounds} rounds, logging every "
+        f"{args.logging_steps} step(s)): without median {statistics.median(without):.2f} s, with median "
+        f"{statistics.median(with_):.2f} s, with/without ratio median {statistics.median(ratios):.3f} "
+        f"(per round: {', '.join(f'{r:.3f}' for r in ratios)}), fixed cost {fixed:+.2f} s; time inside the "
+        f"monitor's callbacks: median {statistics.median(own):.2%} of the monitored run",
+        flush=True,
+    )
 
 
 if __name__ == "__main__":

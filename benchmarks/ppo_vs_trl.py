@@ -42,13 +42,44 @@ from pathlib import Path
 
 CONFIGS = {"tiny": {"batch": 8, "new_tokens": 24}, "smol": {"batch": 4, "new_tokens": 32}}
 # Identical on both sides; the names are shared by trl 1.10's PPOConfig and ours.
-COMMON = dict(learning_rate=3e-6, missing_eos_penalty=1.0, kl_coef=0.05, kl_estimator="k1", cliprange=0.2,
-              cliprange_value=0.2, vf_coef=0.1, gamma=1.0, lam=0.95, whiten_rewards=False, seed=0)  # fmt: skip
+COMMON = dict(
+    learning_rate=3e-6,
+    missing_eos_penalty=1.0,
+    kl_coef=0.05,
+    kl_estimator="k1",
+    cliprange=0.2,
+    cliprange_value=0.2,
+    vf_coef=0.1,
+    gamma=1.0,
+    lam=0.95,
+    whiten_rewards=False,
+    seed=0,
+)
 PPO_EPOCHS = 4
-TOPICS = ["cats", "the moon", "rain", "coffee", "trains", "python", "music", "the sea", "bread", "winter",
-          "bicycles", "gardens", "stars", "books", "mountains", "tea"]  # fmt: skip
-TEMPLATES = ["Tell me a fact about {}.", "Write one sentence about {}.", "Why do people like {}?",
-             "Describe {} briefly."]  # fmt: skip
+TOPICS = [
+    "cats",
+    "the moon",
+    "rain",
+    "coffee",
+    "trains",
+    "python",
+    "music",
+    "the sea",
+    "bread",
+    "winter",
+    "bicycles",
+    "gardens",
+    "stars",
+    "books",
+    "mountains",
+    "tea",
+]
+TEMPLATES = [
+    "Tell me a fact about {}.",
+    "Write one sentence about {}.",
+    "Why do people like {}?",
+    "Describe {} briefly.",
+]
 PROMPTS = [t.format(x) for t in TEMPLATES for x in TOPICS]  # the baseline script's 64 prompts
 PAD = "<|endoftext|>"  # trl 1.10 masks `ids != pad_token_id`: SmolLM2's pad (= <|im_end|>) would hide prompt tokens
 GIB = 1024**3
@@ -80,10 +111,19 @@ def _tiny_models(tok):
     from transformers import LlamaConfig, LlamaForCausalLM, LlamaForSequenceClassification
 
     torch.manual_seed(0)
-    cfg = LlamaConfig(vocab_size=len(tok), hidden_size=64, num_hidden_layers=2, num_attention_heads=4,
-                      num_key_value_heads=4, intermediate_size=128, max_position_embeddings=512,
-                      bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id,
-                      tie_word_embeddings=True)  # fmt: skip
+    cfg = LlamaConfig(
+        vocab_size=len(tok),
+        hidden_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=4,
+        intermediate_size=128,
+        max_position_embeddings=512,
+        bos_token_id=tok.bos_token_id,
+        eos_token_id=tok.eos_token_id,
+        pad_token_id=tok.pad_token_id,
+        tie_word_embeddings=True,
+    )
     policy = LlamaForCausalLM(cfg)
     ref = LlamaForCausalLM(cfg)
     ref.load_state_dict(policy.state_dict())
@@ -162,13 +202,21 @@ def _result(side: str, a, timer, extra: dict) -> dict:
     cpu = [b - a_ for a_, b in zip(timer.cpu, timer.cpu[1:])]
     steady = per[1:] if len(per) > 1 else per
     return {
-        "side": side, "mode": a.mode, "lora": a.lora, "updates": len(per),
-        "sec_per_update": [round(x, 3) for x in per], "median_s": statistics.median(steady),
-        "min_s": min(steady), "cpu_s_per_update": [round(x, 3) for x in cpu],
-        "median_cpu_s": statistics.median(cpu[1:] if len(cpu) > 1 else cpu), "loadavg": timer.load,
-        "rss_begin_gib": timer.rss_begin, "peak_rss_gib": timer.peak_end, "peak_rss_exit_gib": _peak_gib(),
+        "side": side,
+        "mode": a.mode,
+        "lora": a.lora,
+        "updates": len(per),
+        "sec_per_update": [round(x, 3) for x in per],
+        "median_s": statistics.median(steady),
+        "min_s": min(steady),
+        "cpu_s_per_update": [round(x, 3) for x in cpu],
+        "median_cpu_s": statistics.median(cpu[1:] if len(cpu) > 1 else cpu),
+        "loadavg": timer.load,
+        "rss_begin_gib": timer.rss_begin,
+        "peak_rss_gib": timer.peak_end,
+        "peak_rss_exit_gib": _peak_gib(),
         **extra,
-    }  # fmt: skip
+    }
 
 
 def child_trl(a) -> dict:
@@ -181,9 +229,7 @@ def child_trl(a) -> dict:
     from transformers import LlamaForCausalLM, LlamaForSequenceClassification
 
     if trl.__version__ != "1.10.0":
-        raise SystemExit(
-            f"the trl child imported trl {trl.__version__} from {trl.__file__}; want 1.10.0 (--trl-dir)"
-        )
+        raise SystemExit(f"the trl child imported trl {trl.__version__} from {trl.__file__}; want 1.10.0 (--trl-dir)")
     from trl.experimental.ppo import PPOConfig, PPOTrainer
 
     tok = _tokenizer(a.model_dir)
@@ -200,27 +246,55 @@ def child_trl(a) -> dict:
         policy.generation_config.pad_token_id = tok.pad_token_id
 
     def tokenize(ex):
-        ids = tok.apply_chat_template([{"role": "user", "content": ex["prompt"]}], add_generation_prompt=True,
-                                      tokenize=True, return_dict=False)  # fmt: skip
+        ids = tok.apply_chat_template(
+            [{"role": "user", "content": ex["prompt"]}], add_generation_prompt=True, tokenize=True, return_dict=False
+        )
         return {"input_ids": ids}
 
     ds = Dataset.from_dict({"prompt": PROMPTS}).map(tokenize, remove_columns=["prompt"])
     args = PPOConfig(
-        output_dir=a.output_dir, report_to=[], save_strategy="no", use_cpu=True, per_device_train_batch_size=bs,
-        gradient_accumulation_steps=1, num_mini_batches=1, num_ppo_epochs=PPO_EPOCHS, total_episodes=bs * a.updates,
-        response_length=resp_len, stop_token="eos", temperature=a.temperature, logging_steps=1,
-        num_sample_generations=0, bf16=False, gradient_checkpointing=False, disable_tqdm=True, **COMMON,
-    )  # fmt: skip
+        output_dir=a.output_dir,
+        report_to=[],
+        save_strategy="no",
+        use_cpu=True,
+        per_device_train_batch_size=bs,
+        gradient_accumulation_steps=1,
+        num_mini_batches=1,
+        num_ppo_epochs=PPO_EPOCHS,
+        total_episodes=bs * a.updates,
+        response_length=resp_len,
+        stop_token="eos",
+        temperature=a.temperature,
+        logging_steps=1,
+        num_sample_generations=0,
+        bf16=False,
+        gradient_checkpointing=False,
+        disable_tqdm=True,
+        **COMMON,
+    )
     timer = _timer()
-    trainer = PPOTrainer(args=args, processing_class=tok, model=policy, ref_model=ref, reward_model=reward,
-                         value_model=value, train_dataset=ds, callbacks=[timer])  # fmt: skip
+    trainer = PPOTrainer(
+        args=args,
+        processing_class=tok,
+        model=policy,
+        ref_model=ref,
+        reward_model=reward,
+        value_model=value,
+        train_dataset=ds,
+        callbacks=[timer],
+    )
     trainer.train()
     eos = [r["val/num_eos_tokens"] / bs for r in timer.logs if "val/num_eos_tokens" in r]
-    return _result("trl", a, timer, {
-        "versions": {"torch": torch.__version__, "transformers": transformers.__version__, "trl": trl.__version__},
-        "ended_frac": statistics.mean(eos) if eos else None,
-        "trainable_params_m": sum(p.numel() for p in trainer.model.parameters() if p.requires_grad) / 1e6,
-    })  # fmt: skip
+    return _result(
+        "trl",
+        a,
+        timer,
+        {
+            "versions": {"torch": torch.__version__, "transformers": transformers.__version__, "trl": trl.__version__},
+            "ended_frac": statistics.mean(eos) if eos else None,
+            "trainable_params_m": sum(p.numel() for p in trainer.model.parameters() if p.requires_grad) / 1e6,
+        },
+    )
 
 
 def child_ours(a) -> dict:
@@ -241,22 +315,40 @@ def child_ours(a) -> dict:
         #                       base with adapters disabled under LoRA: no caller-held extra copy either way
         reward = _smol_reward(a.model_dir, tok)
     config = lab.PPOConfig(
-        output_dir=a.output_dir, total_updates=a.updates, batch_size=CONFIGS[a.mode]["batch"],
-        mini_batch_size=CONFIGS[a.mode]["batch"], gradient_accumulation_steps=1, ppo_epochs=PPO_EPOCHS,
-        max_new_tokens=CONFIGS[a.mode]["new_tokens"], temperature=a.temperature, critic="shared",
-        generation_backend="hf", max_grad_norm=None, bf16=False, gradient_checkpointing=False,
-        monitor=False, num_samples=0, save_every=0, **COMMON,
-    )  # fmt: skip
+        output_dir=a.output_dir,
+        total_updates=a.updates,
+        batch_size=CONFIGS[a.mode]["batch"],
+        mini_batch_size=CONFIGS[a.mode]["batch"],
+        gradient_accumulation_steps=1,
+        ppo_epochs=PPO_EPOCHS,
+        max_new_tokens=CONFIGS[a.mode]["new_tokens"],
+        temperature=a.temperature,
+        critic="shared",
+        generation_backend="hf",
+        max_grad_norm=None,
+        bf16=False,
+        gradient_checkpointing=False,
+        monitor=False,
+        num_samples=0,
+        save_every=0,
+        **COMMON,
+    )
     timer = _timer()
     lab.ppo(policy, (reward, tok), PROMPTS, config=config, lora=a.lora or False, callbacks=[timer])
     logs = timer.logs
     med = lambda key: statistics.median(r[key] for r in logs[1:] or logs) if logs else None  # noqa: E731
-    return _result("ours-lora" if a.lora else "ours", a, timer, {
-        "versions": {"torch": torch.__version__, "rlhf_lab": getattr(lab, "__version__", "?")},
-        "ended_frac": statistics.mean(r["completions/ended_frac"] for r in logs) if logs else None,
-        "mean_length": statistics.mean(r["completions/mean_length"] for r in logs) if logs else None,
-        "rollout_s": med("time/rollout_s"), "update_s": med("time/update_s"),
-    })  # fmt: skip
+    return _result(
+        "ours-lora" if a.lora else "ours",
+        a,
+        timer,
+        {
+            "versions": {"torch": torch.__version__, "rlhf_lab": getattr(lab, "__version__", "?")},
+            "ended_frac": statistics.mean(r["completions/ended_frac"] for r in logs) if logs else None,
+            "mean_length": statistics.mean(r["completions/mean_length"] for r in logs) if logs else None,
+            "rollout_s": med("time/rollout_s"),
+            "update_s": med("time/update_s"),
+        },
+    )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -266,9 +358,24 @@ def child_ours(a) -> dict:
 def run_child(side: str, mode: str, updates: int, opts, workdir: Path, tag: str) -> dict:
     out = workdir / f"{tag}.json"
     run_dir = workdir / f"{tag}-run"
-    cmd = [sys.executable, __file__, "--child", "trl" if side == "trl" else "ours", "--mode", mode,
-           "--updates", str(updates), "--model-dir", opts.model_dir, "--temperature", str(opts.temperature),
-           "--output-dir", str(run_dir), "--result", str(out)]  # fmt: skip
+    cmd = [
+        sys.executable,
+        __file__,
+        "--child",
+        "trl" if side == "trl" else "ours",
+        "--mode",
+        mode,
+        "--updates",
+        str(updates),
+        "--model-dir",
+        opts.model_dir,
+        "--temperature",
+        str(opts.temperature),
+        "--output-dir",
+        str(run_dir),
+        "--result",
+        str(out),
+    ]
     if side == "ours-lora":
         cmd += ["--lora", str(opts.lora_r)]
     env = {**os.environ, "OMP_NUM_THREADS": "2", "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
@@ -285,9 +392,12 @@ def run_child(side: str, mode: str, updates: int, opts, workdir: Path, tag: str)
     res = json.loads(out.read_text())
     res["wall_s"] = time.perf_counter() - started
     shutil.rmtree(run_dir, ignore_errors=True)
-    print(f"  {tag:<22} {res['median_s']:7.2f} s/update ({res['median_cpu_s']:.2f} CPU s)  peak "
-          f"{res['peak_rss_gib']:.2f} GiB  (per update {res['sec_per_update']}, process {res['wall_s']:.0f} s, "
-          f"load {res['loadavg']})", flush=True)  # fmt: skip
+    print(
+        f"  {tag:<22} {res['median_s']:7.2f} s/update ({res['median_cpu_s']:.2f} CPU s)  peak "
+        f"{res['peak_rss_gib']:.2f} GiB  (per update {res['sec_per_update']}, process {res['wall_s']:.0f} s, "
+        f"load {res['loadavg']})",
+        flush=True,
+    )
     return res
 
 
@@ -301,22 +411,34 @@ def _pairs(results: list[dict], mode: str, ours: str) -> list[tuple[int, dict, d
     return rows
 
 
-RATIOS = (("median_s", "time ours/trl (median s/update)"), ("min_s", "fastest update ours/trl"),
-          ("median_cpu_s", "CPU s/update ours/trl"), ("peak_rss_gib", "peak RSS ours/trl"))  # fmt: skip
+RATIOS = (
+    ("median_s", "time ours/trl (median s/update)"),
+    ("min_s", "fastest update ours/trl"),
+    ("median_cpu_s", "CPU s/update ours/trl"),
+    ("peak_rss_gib", "peak RSS ours/trl"),
+)
 
 
 def report(results: list[dict], configs: list[str]) -> str:
-    lines = ["| config | round | side | s/update (median, excl. first) | per update (s) | CPU s/update | "
-             "peak RSS (GiB) | RSS at start (GiB) | load avg (start, end) |",
-             "|---|---|---|---|---|---|---|---|---|"]  # fmt: skip
+    lines = [
+        "| config | round | side | s/update (median, excl. first) | per update (s) | CPU s/update | "
+        "peak RSS (GiB) | RSS at start (GiB) | load avg (start, end) |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
     for r in results:
         load = ", ".join(f"{x:.1f}" for x in r.get("loadavg", []))
-        lines.append(f"| {r['mode']} | {r['round'] + 1} | {r['side']} | {r['median_s']:.2f} | "
-                     f"{', '.join(f'{x:.2f}' for x in r['sec_per_update'])} | {r['median_cpu_s']:.2f} | "
-                     f"{r['peak_rss_gib']:.2f} | {r['rss_begin_gib']:.2f} | {load} |")  # fmt: skip
-    lines += ["", "Ratios ours / trl: median over rounds (each round's ratio in brackets).", "",
-              "| comparison | " + " | ".join(title for _, title in RATIOS) + " |",
-              "|---|" + "---|" * len(RATIOS)]  # fmt: skip
+        lines.append(
+            f"| {r['mode']} | {r['round'] + 1} | {r['side']} | {r['median_s']:.2f} | "
+            f"{', '.join(f'{x:.2f}' for x in r['sec_per_update'])} | {r['median_cpu_s']:.2f} | "
+            f"{r['peak_rss_gib']:.2f} | {r['rss_begin_gib']:.2f} | {load} |"
+        )
+    lines += [
+        "",
+        "Ratios ours / trl: median over rounds (each round's ratio in brackets).",
+        "",
+        "| comparison | " + " | ".join(title for _, title in RATIOS) + " |",
+        "|---|" + "---|" * len(RATIOS),
+    ]
     for name in configs:
         mode, ours = ("smol", "ours-lora") if name == "smol-lora" else (name, "ours")
         rows = _pairs(results, mode, ours)
@@ -332,21 +454,20 @@ def report(results: list[dict], configs: list[str]) -> str:
 
 def parent(opts) -> None:
     if not opts.model_dir:
-        from rlhf_lab import embedded
+        from rlhf_lab.models import embedded
 
         opts.model_dir = str(embedded.embedded_path())
     if not (Path(opts.trl_dir) / "trl").is_dir():
-        raise SystemExit(
-            f"no trl in {opts.trl_dir}: pip install --no-deps --target {opts.trl_dir} trl==1.10.0"
-        )
+        raise SystemExit(f"no trl in {opts.trl_dir}: pip install --no-deps --target {opts.trl_dir} trl==1.10.0")
     workdir = Path(tempfile.mkdtemp(prefix="ppo-vs-trl-"))
     print(f"model dir {opts.model_dir}; trl from {opts.trl_dir}; logs in {workdir}", flush=True)
     results: list[dict] = []
     plan = []
     if "tiny" in opts.configs:
         plan += [("tiny", opts.updates_tiny, rnd, ["ours", "trl"]) for rnd in range(opts.rounds_tiny)]
-    smol_sides = [s for s, c in (("ours", "smol"), ("trl", None), ("ours-lora", "smol-lora")) if
-                  c is None or c in opts.configs]  # fmt: skip
+    smol_sides = [
+        s for s, c in (("ours", "smol"), ("trl", None), ("ours-lora", "smol-lora")) if c is None or c in opts.configs
+    ]
     if "smol" in opts.configs or "smol-lora" in opts.configs:
         plan += [("smol", opts.updates_smol, rnd, smol_sides) for rnd in range(opts.rounds_smol)]
     started = time.perf_counter()
@@ -364,9 +485,11 @@ def parent(opts) -> None:
     print(table)
     extras = [r for r in results if r["side"] != "trl"]
     for r in extras:
-        print(f"{r['mode']} r{r['round'] + 1} {r['side']}: rollout {r['rollout_s']:.2f} s + update {r['update_s']:.2f} s"
-              f" per update (median), completions ended with EOS {r['ended_frac']:.2f}, mean length "
-              f"{r['mean_length']:.1f} tokens")  # fmt: skip
+        print(
+            f"{r['mode']} r{r['round'] + 1} {r['side']}: rollout {r['rollout_s']:.2f} s + update {r['update_s']:.2f} s"
+            f" per update (median), completions ended with EOS {r['ended_frac']:.2f}, mean length "
+            f"{r['mean_length']:.1f} tokens"
+        )
     for r in results:
         if r["side"] == "trl" and r.get("ended_frac") is not None:
             print(f"{r['mode']} r{r['round'] + 1} trl: completions with EOS {r['ended_frac']:.2f}")
@@ -377,16 +500,13 @@ def parent(opts) -> None:
 
 def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--configs", nargs="+", choices=["tiny", "smol", "smol-lora"],
-                   default=["tiny", "smol", "smol-lora"])  # fmt: skip
+    p.add_argument("--configs", nargs="+", choices=["tiny", "smol", "smol-lora"], default=["tiny", "smol", "smol-lora"])
     p.add_argument("--rounds-tiny", type=int, default=2)
     p.add_argument("--rounds-smol", type=int, default=2)
     p.add_argument("--updates-tiny", type=int, default=8)
     p.add_argument("--updates-smol", type=int, default=3)
     p.add_argument("--trl-dir", default="/tmp/trl110", help="where trl 1.10 was pip-installed with --target")
-    p.add_argument(
-        "--model-dir", default=None, help="plain HF SmolLM2-135M checkpoint (default: the embedded one)"
-    )
+    p.add_argument("--model-dir", default=None, help="plain HF SmolLM2-135M checkpoint (default: the embedded one)")
     p.add_argument("--temperature", type=float, default=0.7, help="both sides (trl 1.10's default)")
     p.add_argument("--lora-r", type=int, default=16)
     p.add_argument("--timeout", type=float, default=1800, help="seconds per child process")

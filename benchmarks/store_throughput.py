@@ -28,7 +28,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from rlhf_lab.store import PreferenceStore
+from rlhf_lab.labeling.store import PreferenceStore
 
 TARGET = 1000.0
 
@@ -37,14 +37,18 @@ def raw_writer(path: Path):
     conn = sqlite3.connect(path, isolation_level=None)
     conn.execute("PRAGMA journal_mode=WAL")
     conn.execute("PRAGMA synchronous=FULL")
-    conn.execute("CREATE TABLE events (id INTEGER PRIMARY KEY, item_id TEXT, annotator TEXT, kind TEXT, "
-                 "decision TEXT, voids INTEGER, created_at REAL)")  # fmt: skip
+    conn.execute(
+        "CREATE TABLE events (id INTEGER PRIMARY KEY, item_id TEXT, annotator TEXT, kind TEXT, "
+        "decision TEXT, voids INTEGER, created_at REAL)"
+    )
     assert conn.execute("PRAGMA synchronous").fetchone()[0] == 2
 
     def write(i: int) -> None:
         conn.execute("BEGIN IMMEDIATE")
-        conn.execute("INSERT INTO events (item_id, annotator, kind, decision, created_at) VALUES (?, ?, 'label', ?, ?)",
-                     (f"item{i % 100}", "bench", "AB"[i % 2], time.time()))  # fmt: skip
+        conn.execute(
+            "INSERT INTO events (item_id, annotator, kind, decision, created_at) VALUES (?, ?, 'label', ?, ?)",
+            (f"item{i % 100}", "bench", "AB"[i % 2], time.time()),
+        )
         conn.execute("COMMIT")
 
     return conn, write
@@ -52,9 +56,7 @@ def raw_writer(path: Path):
 
 def store_with_items(path: Path) -> tuple[PreferenceStore, list[str]]:
     store = PreferenceStore(path)
-    items = store.add_items(
-        [{"prompt": f"Question {i}?", "responses": [f"Yes {i}.", f"No {i}."]} for i in range(100)]
-    )
+    items = store.add_items([{"prompt": f"Question {i}?", "responses": [f"Yes {i}.", f"No {i}."]} for i in range(100)])
     conn = store._conn()
     assert conn.execute("PRAGMA synchronous").fetchone()[0] == 2  # FULL
     assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
@@ -115,16 +117,20 @@ def main() -> None:
 
     label_s = statistics.median(single)
     verdict = "met" if label_s >= TARGET else "NOT met with one transaction per label"
-    print(f"disk: {where} | {args.rounds} rounds x {args.labels} labels after {args.warmup} untimed "
-          "| WAL, synchronous=FULL")  # fmt: skip
+    print(
+        f"disk: {where} | {args.rounds} rounds x {args.labels} labels after {args.warmup} untimed "
+        "| WAL, synchronous=FULL"
+    )
     print(f"  raw sqlite3, 1 txn/row:           {statistics.median(raw):9,.0f} rows/s")
     print(
         f"  store.label(), 1 txn/label:       {label_s:9,.0f} labels/s   (label()/raw {statistics.median(ratios):.2f})"
     )
     print(f"  store.label_many(batch={args.batch}):      {statistics.median(batched):9,.0f} labels/s")
-    print(f"store_throughput: label() {label_s:,.0f} durable labels/s, label_many(batch={args.batch}) "
-          f"{statistics.median(batched):,.0f}/s, label()/raw sqlite {statistics.median(ratios):.2f}; "
-          f"target >= {TARGET:,.0f} durable labels/s: {verdict}")  # fmt: skip
+    print(
+        f"store_throughput: label() {label_s:,.0f} durable labels/s, label_many(batch={args.batch}) "
+        f"{statistics.median(batched):,.0f}/s, label()/raw sqlite {statistics.median(ratios):.2f}; "
+        f"target >= {TARGET:,.0f} durable labels/s: {verdict}"
+    )
 
 
 if __name__ == "__main__":

@@ -34,8 +34,18 @@ import rlhf_lab as lab  # noqa: E402
 from rlhf_lab.stages.common import STARTER_EXTRA  # noqa: E402
 
 hf_logging.set_verbosity_error()
-COMMON = dict(per_device_train_batch_size=4, learning_rate=1e-4, logging_steps=5, max_length=128, seed=0,
-              report_to="none", save_strategy="no", bf16=False, use_cpu=True, disable_tqdm=True)  # fmt: skip
+COMMON = dict(
+    per_device_train_batch_size=4,
+    learning_rate=1e-4,
+    logging_steps=5,
+    max_length=128,
+    seed=0,
+    report_to="none",
+    save_strategy="no",
+    bf16=False,
+    use_cpu=True,
+    disable_tqdm=True,
+)
 
 
 def starter_pairs():
@@ -46,8 +56,9 @@ def starter_pairs():
 def raw_dpo(policy, data, out, steps):
     args = trl.DPOConfig(output_dir=out, max_steps=steps, activation_checkpointing=False, **COMMON)
     model, ref = copy.deepcopy(policy.model), copy.deepcopy(policy.model)
-    trainer = trl.DPOTrainer(model=model, ref_model=ref, args=args, train_dataset=data,
-                             processing_class=policy.tokenizer)  # fmt: skip
+    trainer = trl.DPOTrainer(
+        model=model, ref_model=ref, args=args, train_dataset=data, processing_class=policy.tokenizer
+    )
     trainer.train()
     trainer.save_model(out)
 
@@ -58,8 +69,9 @@ def lab_dpo(policy, data, out, steps):
 
 def raw_reward(rm, data, out, steps):
     args = trl.RewardConfig(output_dir=out, max_steps=steps, activation_checkpointing=False, **COMMON)
-    trainer = trl.RewardTrainer(model=copy.deepcopy(rm.model), args=args, train_dataset=data,
-                                processing_class=rm.tokenizer)  # fmt: skip
+    trainer = trl.RewardTrainer(
+        model=copy.deepcopy(rm.model), args=args, train_dataset=data, processing_class=rm.tokenizer
+    )
     trainer.train()
     trainer.save_model(out)
 
@@ -114,10 +126,13 @@ def main() -> None:
             labs.append(seconds["lab"])
             ratios.append(seconds["lab"] / seconds["raw"])
         fixed = statistics.median(lab_s - raw_s for lab_s, raw_s in zip(labs, raws))
-        print(f"{name}: raw TRL median {statistics.median(raws):.2f} s, lab median {statistics.median(labs):.2f} s, "
-              f"lab/raw ratio median {statistics.median(ratios):.3f} (per round: "
-              f"{', '.join(f'{r:.3f}' for r in ratios)}), fixed cost {fixed:+.2f} s; "
-              f"{steps} steps x {args.rounds} rounds", flush=True)  # fmt: skip
+        print(
+            f"{name}: raw TRL median {statistics.median(raws):.2f} s, lab median {statistics.median(labs):.2f} s, "
+            f"lab/raw ratio median {statistics.median(ratios):.3f} (per round: "
+            f"{', '.join(f'{r:.3f}' for r in ratios)}), fixed cost {fixed:+.2f} s; "
+            f"{steps} steps x {args.rounds} rounds",
+            flush=True,
+        )
 
 
 if __name__ == "__main__":

@@ -44,9 +44,7 @@ class RunConfig:
         default_factory=lambda: default_run_dir("run"),
         metadata={"help": "The run folder (default: runs/<stage>-<time>)."},
     )
-    run_name: str | None = field(
-        default=None, metadata={"help": "Display name; default: the run folder's name."}
-    )
+    run_name: str | None = field(default=None, metadata={"help": "Display name; default: the run folder's name."})
     seed: int = field(default=0, metadata={"help": "Seed for Python, NumPy and torch."})
     logging_steps: int = field(default=10, metadata={"help": "Log metrics every N steps."})
     log_level: str = field(default="info", metadata={"help": "debug, info, warning or error."})
@@ -68,9 +66,7 @@ def to_dict(config: Any) -> dict:
         for name in values:
             if name.endswith("_token"):
                 values[name] = None if name in SECRETS else getattr(config, name)
-        return {
-            f.name: _plain(values[f.name]) for f in dataclasses.fields(config) if f.init and f.name in values
-        }
+        return {f.name: _plain(values[f.name]) for f in dataclasses.fields(config) if f.init and f.name in values}
     return {f.name: _plain(getattr(config, f.name)) for f in dataclasses.fields(config) if f.init}
 
 

@@ -17,7 +17,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from .config import to_yaml
+from rlhf_lab.config import to_yaml
 
 
 class RunFolder:
@@ -26,9 +26,7 @@ class RunFolder:
     def __init__(self, path: str | Path, *, overwrite: bool = True):
         self.path = Path(path)
         if self.path.exists() and any(self.path.iterdir()) and not overwrite:
-            raise FileExistsError(
-                f"run folder {self.path} already exists and is not empty; pick another run_name"
-            )
+            raise FileExistsError(f"run folder {self.path} already exists and is not empty; pick another run_name")
         self.path.mkdir(parents=True, exist_ok=True)
 
     RUN_FILES = ("run.json", "metrics.jsonl", "summary.json", "samples.jsonl", "config.yaml", "monitor.html")
@@ -45,9 +43,7 @@ class RunFolder:
         return self._atomic("summary.json", json.dumps(_finite(summary), indent=2, ensure_ascii=False) + "\n")
 
     def write_samples(self, rows: list[dict]) -> Path:
-        return self._atomic(
-            "samples.jsonl", "".join(json.dumps(_finite(r), ensure_ascii=False) + "\n" for r in rows)
-        )
+        return self._atomic("samples.jsonl", "".join(json.dumps(_finite(r), ensure_ascii=False) + "\n" for r in rows))
 
     def log_metrics(self, row: dict) -> None:
         """Append one metrics row (flushed at once, so a crash keeps every earlier step)."""

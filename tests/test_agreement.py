@@ -1,10 +1,10 @@
-"""Agreement statistics and vote aggregation against values worked out by hand (rlhf_lab.agreement)."""
+"""Agreement statistics and vote aggregation against values worked out by hand (rlhf_lab.labeling.agreement)."""
 
 import math
 
 import pytest
 
-from rlhf_lab.agreement import (
+from rlhf_lab.labeling.agreement import (
     cohen_kappa,
     consensus,
     encode_decision,
@@ -13,7 +13,7 @@ from rlhf_lab.agreement import (
     pair_votes,
     wilson_interval,
 )
-from rlhf_lab.store import PreferenceStore
+from rlhf_lab.labeling.store import PreferenceStore
 
 # Two annotators, ten items (used for kappa below and end to end through a store).
 ANA = ["A", "A", "A", "A", "A", "A", "B", "B", "tie", "both_bad"]

@@ -1,4 +1,4 @@
-"""The `rlhf-lab` command line: validate, models, demo, version."""
+"""The `rlhf-lab` command line: validate, models, demo, version, stage overrides."""
 
 import json
 import shutil
@@ -7,9 +7,8 @@ import sys
 from pathlib import Path
 
 import pytest
-import yaml
 
-from rlhf_lab.cli import main
+from rlhf_lab.cli.main import main
 
 GOOD = {"prompt": "What is 2+2?", "chosen": "4.", "rejected": "5."}
 
@@ -20,15 +19,18 @@ def write_jsonl(path, rows):
 
 
 def five_bad_rows(tmp_path):
-    return write_jsonl(tmp_path / "prefs.jsonl", [
-        GOOD,                                                                    # line 1: fine
-        b'{"prompt": "Hi", "chosen": "Hello", "rejected": \n',                   # line 2: broken JSON
-        b'{"prompt": "Caf\xe9?", "chosen": "Yes.", "rejected": "No."}\n',          # line 3: invalid UTF-8
-        {"prompt": "Name a color.", "chosen": "", "rejected": "Blue."},          # line 4: empty field
-        {"prompt": [{"role": "robot", "content": "Hi"}], "chosen": "a", "rejected": "b"},  # line 5: unknown role
-        {"prompt": "Say hi.", "chosen": "Hi!", "rejected": "Hi!"},               # line 6: identical sides
-        {"prompt": "Is ice cold?", "chosen": "Yes.", "rejected": "No."},         # line 7: fine
-    ])  # fmt: skip
+    return write_jsonl(
+        tmp_path / "prefs.jsonl",
+        [
+            GOOD,  # line 1: fine
+            b'{"prompt": "Hi", "chosen": "Hello", "rejected": \n',  # line 2: broken JSON
+            b'{"prompt": "Caf\xe9?", "chosen": "Yes.", "rejected": "No."}\n',  # line 3: invalid UTF-8
+            {"prompt": "Name a color.", "chosen": "", "rejected": "Blue."},  # line 4: empty field
+            {"prompt": [{"role": "robot", "content": "Hi"}], "chosen": "a", "rejected": "b"},  # line 5: unknown role
+            {"prompt": "Say hi.", "chosen": "Hi!", "rejected": "Hi!"},  # line 6: identical sides
+            {"prompt": "Is ice cold?", "chosen": "Yes.", "rejected": "No."},  # line 7: fine
+        ],
+    )
 
 
 def test_validate_reports_five_located_errors_and_exits_1(tmp_path, capsys):
@@ -43,9 +45,7 @@ def test_validate_reports_five_located_errors_and_exits_1(tmp_path, capsys):
 
 
 def test_validate_clean_file_exits_0(tmp_path, capsys):
-    path = write_jsonl(
-        tmp_path / "ok.jsonl", [GOOD, {"prompt": "Is ice cold?", "chosen": "Yes.", "rejected": "No."}]
-    )
+    path = write_jsonl(tmp_path / "ok.jsonl", [GOOD, {"prompt": "Is ice cold?", "chosen": "Yes.", "rejected": "No."}])
     assert main(["validate", str(path), "--kind", "preference"]) == 0
 
 
@@ -53,8 +53,9 @@ def test_console_script_is_installed(tmp_path):
     # the script sits next to the interpreter that runs the tests (the venv's bin/)
     exe = shutil.which("rlhf-lab", path=str(Path(sys.executable).parent))
     assert exe, "the rlhf-lab console script is not installed"
-    out = subprocess.run([exe, "validate", str(five_bad_rows(tmp_path)), "--kind", "preference"],
-                         capture_output=True, text=True)  # fmt: skip
+    out = subprocess.run(
+        [exe, "validate", str(five_bad_rows(tmp_path)), "--kind", "preference"], capture_output=True, text=True
+    )
     assert out.returncode == 1 and "prefs.jsonl, line 6" in out.stdout
     version = subprocess.run([exe, "version"], capture_output=True, text=True, check=True)
     assert version.stdout.startswith("rlhf-lab ") and "transformers" in version.stdout
@@ -79,34 +80,43 @@ def test_models_convert_rejects_unknown_name(capsys):
     assert "not an embedded model" in capsys.readouterr().err
 
 
-def test_demo_writes_a_run_folder(tmp_path, tiny_policy):
-    tiny_policy.save(tmp_path / "tiny")
-    args = ["demo", "--set", f"model={tmp_path / 'tiny'}", "--set", f"output_dir={tmp_path / 'runs' / 'demo'}",
-            "--set", "num_prompts=3", "--set", "batch_size=2", "--set", "max_new_tokens=4"]  # fmt: skip
-    assert main(args) == 0
-    run = tmp_path / "runs" / "demo"
-    config = yaml.safe_load((run / "config.yaml").read_text())
-    assert config["num_prompts"] == 3 and config["run_name"] == "demo"
-    samples = [json.loads(line) for line in (run / "samples.jsonl").read_text().splitlines()]
-    assert len(samples) == 3 and all(s["prompt"] and "completion" in s for s in samples)
-    metrics = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
-    assert [m["step"] for m in metrics] == [1, 2] and all(m["throughput/tokens_per_s"] > 0 for m in metrics)
-    summary = json.loads((run / "summary.json").read_text())
-    assert summary["num_samples"] == 3 and summary["model"] == "tiny"
+def test_demo_runs_the_quickstart_notebook_and_exports_html(tmp_path):
+    """`rlhf-lab demo` is `make demo`: 00_quickstart under the full profile, executed and exported."""
+    import nbformat
+
+    folder = tmp_path / "notebooks"
+    folder.mkdir()
+    notebook = nbformat.v4.new_notebook(
+        metadata={"kernelspec": {"name": "python3", "display_name": "Python 3", "language": "python"}}
+    )
+    notebook.cells = [
+        nbformat.v4.new_code_cell("steps = 1", metadata={"tags": ["parameters"]}),
+        nbformat.v4.new_code_cell("import rlhf_lab as lab\nlab.record('demo/steps', steps + 1)"),
+    ]
+    nbformat.write(notebook, folder / "00_quickstart.ipynb")
+    (folder / "profiles.yaml").write_text("full: {}\n")
+    (folder / "baselines.json").write_text('{"full": {"00_quickstart": {"demo/steps": {"value": 2}}}}\n')
+    out = tmp_path / "demo"
+    assert main(["demo", "--notebooks-dir", str(folder), "--out", str(out)]) == 0
+    assert json.loads((out / "00_quickstart.records.json").read_text()) == {"demo/steps": 2}
+    assert "demo/steps" in (out / "00_quickstart.html").read_text()
 
 
-@pytest.mark.parametrize("override, message", [
-    ("num_promts=3", "did you mean 'num_prompts'"),
-    ("num_prompts=0", "must be at least 1"),
-])  # fmt: skip
-def test_demo_bad_override_is_one_clear_line(override, message, capsys):
-    assert main(["demo", "--set", override]) == 1
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        ("max_stepz=3", "did you mean 'max_steps'"),
+        ("num_samples=-1", "num_samples must be 0 or more"),
+    ],
+)
+def test_stage_bad_override_is_one_clear_line(override, message, capsys):
+    assert main(["sft", "--set", override]) == 1
     assert message in capsys.readouterr().err
 
 
 def test_prefs_import_stats_export_agreement(tmp_path, capsys):
     from rlhf_lab import load_preferences
-    from rlhf_lab.store import PreferenceStore
+    from rlhf_lab.labeling.store import PreferenceStore
 
     source = write_jsonl(
         tmp_path / "pairs.jsonl", [GOOD, {"prompt": "Is ice cold?", "chosen": "Yes.", "rejected": "No."}]

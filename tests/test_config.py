@@ -22,8 +22,9 @@ def test_yaml_round_trip(tmp_path):
 
 
 def test_overrides_are_typed():
-    config = load_config(StageConfig, None, ["learning_rate=1e-4", "max_steps=5", "lora_r=16",
-                                             "target_modules=[a, b]", "run_name=x"])  # fmt: skip
+    config = load_config(
+        StageConfig, None, ["learning_rate=1e-4", "max_steps=5", "lora_r=16", "target_modules=[a, b]", "run_name=x"]
+    )
     assert config.learning_rate == 1e-4 and isinstance(config.learning_rate, float)
     assert (config.max_steps, config.lora_r, config.target_modules, config.run_name) == (
         5,
@@ -74,14 +75,13 @@ def test_run_folder_defaults():
     assert RunConfig(output_dir="runs/x", run_name="y").run_name == "y"
 
 
-@pytest.mark.parametrize("name", ["demo", "sft", "reward", "dpo", "kto"])
+@pytest.mark.parametrize("name", ["sft", "reward", "dpo", "kto"])
 def test_shipped_example_configs_load(name):
     from pathlib import Path
 
-    from rlhf_lab.demo import DemoConfig
     from rlhf_lab.stages import stage
 
-    config_class = DemoConfig if name == "demo" else stage(name)[1]
+    config_class = stage(name)[1]
     root = Path(__file__).resolve().parents[1]
     config = load_config(config_class, root / "configs" / f"{name}.yaml")
     assert config.output_dir == f"runs/{name}" and config.model is None

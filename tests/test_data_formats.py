@@ -62,9 +62,7 @@ HH = {
 }
 SAME_PAIR_FORMATS = {
     "trl_explicit_standard": [{"prompt": PROMPT, "chosen": "Blue.", "rejected": "Green."}],
-    "trl_explicit_conversational": [
-        {"prompt": [user(PROMPT)], "chosen": [bot("Blue.")], "rejected": [bot("Green.")]}
-    ],
+    "trl_explicit_conversational": [{"prompt": [user(PROMPT)], "chosen": [bot("Blue.")], "rejected": [bot("Green.")]}],
     "trl_implicit_conversational": [
         {"chosen": [user(PROMPT), bot("Blue.")], "rejected": [user(PROMPT), bot("Green.")]}
     ],
@@ -76,9 +74,7 @@ SAME_PAIR_FORMATS = {
             "rejected": f"  \n\nHuman: {PROMPT}\n\nAssistant:  Green.  ",
         }
     ],
-    "hh_prompt_string": [
-        {"prompt": f"\n\nHuman: {PROMPT}\n\nAssistant:", "chosen": "Blue.", "rejected": "Green."}
-    ],
+    "hh_prompt_string": [{"prompt": f"\n\nHuman: {PROMPT}\n\nAssistant:", "chosen": "Blue.", "rejected": "Green."}],
     "ultrafeedback": [
         {
             "instruction": PROMPT,
@@ -117,9 +113,7 @@ class TestPreferenceFormats:
     )
     def test_same_logical_pair_in_every_format_normalizes_identically(self, tmp_path, fmt, container):
         rows = SAME_PAIR_FORMATS[fmt]
-        source = {"list": rows, "dataset": as_dataset(rows)}.get(container) or write(
-            tmp_path, container, rows
-        )
+        source = {"list": rows, "dataset": as_dataset(rows)}.get(container) or write(tmp_path, container, rows)
         ds = load_preferences(source)
         assert ds.num_rows == 1
         assert core(ds[0]) == SKY_PAIR
@@ -174,9 +168,7 @@ class TestPreferenceFormats:
         assert ds[0]["rejected"][1:] == [{"role": "tool", "content": "41"}, bot("41")]
 
     def test_implicit_standard_never_cuts_inside_a_word(self):
-        ds = load_preferences(
-            [{"chosen": "Q: best sky color? A: blue", "rejected": "Q: best sky color? A: black"}]
-        )
+        ds = load_preferences([{"chosen": "Q: best sky color? A: blue", "rejected": "Q: best sky color? A: black"}])
         assert ds[0]["prompt"] == [user("Q: best sky color? A:")]
         assert (ds[0]["chosen"], ds[0]["rejected"]) == ([bot("blue")], [bot("black")])
 
@@ -268,9 +260,7 @@ class TestPairing:
         assert pairs(ds) == [("a", "c")]  # the other best is a tie with the best, not a pair
 
     def test_all_tied_row_gives_no_pair(self):
-        ds, report = load_preferences(
-            [{"prompt": "P", "responses": ["a", "b"], "scores": [1, 1]}], strict=False
-        )
+        ds, report = load_preferences([{"prompt": "P", "responses": ["a", "b"], "scores": [1, 1]}], strict=False)
         assert ds.num_rows == 0 and report.kept == 1 and report.ok
 
     def test_ratings_rows_are_grouped_by_prompt_across_the_whole_source(self, tmp_path):

@@ -18,9 +18,7 @@ USER, BOT = {"role": "user", "content": "Hi"}, {"role": "assistant", "content": 
 def jsonl(tmp_path: Path, rows: list, name: str = "prefs.jsonl") -> Path:
     """Write rows one per line; bytes and str rows are written as they are (to break things)."""
     path = tmp_path / name
-    lines = [
-        r if isinstance(r, bytes) else (r if isinstance(r, str) else json.dumps(r)).encode() for r in rows
-    ]
+    lines = [r if isinstance(r, bytes) else (r if isinstance(r, str) else json.dumps(r)).encode() for r in rows]
     path.write_bytes(b"\n".join(lines) + b"\n")
     return path
 
@@ -346,8 +344,7 @@ class TestLocations:
     def test_csv_rows_are_located_by_their_real_line(self, tmp_path):
         path = tmp_path / "prefs.csv"
         path.write_text(
-            'prompt,chosen,rejected\n"Two\nlines",a,b\n\nP,,b\nP,a,b,extra\n'
-            'P,"[{""role"": ""assistant""",b\n',
+            'prompt,chosen,rejected\n"Two\nlines",a,b\n\nP,,b\nP,a,b,extra\nP,"[{""role"": ""assistant""",b\n',
             encoding="utf-8",
         )
         ds, report = load_preferences(path, strict=False)
@@ -410,9 +407,7 @@ class TestLocations:
         (tmp_path / "empty.jsonl").write_text("\n\n")
         assert "has no rows" in str(validate(tmp_path / "empty.jsonl", "sft"))
         (tmp_path / "broken.parquet").write_bytes(b"not parquet")
-        assert "broken.parquet: could not be read as Parquet" in str(
-            validate(tmp_path / "broken.parquet", "sft")
-        )
+        assert "broken.parquet: could not be read as Parquet" in str(validate(tmp_path / "broken.parquet", "sft"))
         (tmp_path / "wide.jsonl").write_text('{"prompt": "x"}\n', encoding="utf-16")
         assert str(only_problem(validate(tmp_path / "wide.jsonl", "prompts"))).startswith(
             "wide.jsonl: is UTF-16 encoded. Fix: re-save the file as UTF-8"

@@ -7,7 +7,7 @@ import random
 import numpy as np
 import pytest
 
-from rlhf_lab.diagnostics import RULES, Diagnostics, Thresholds, numeric
+from rlhf_lab.monitor.diagnostics import RULES, Diagnostics, Thresholds, numeric
 
 
 def healthy_ppo(steps=300, seed=0, **override):
@@ -43,18 +43,37 @@ def healthy_dpo(steps=200, seed=0, chosen_end=0.3):
         f = t / (5 * steps)
         chosen = chosen_end * f + rng.gauss(0, 0.1)
         rejected = -1.5 * f + rng.gauss(0, 0.1)
-        yield t, {"rewards/chosen": chosen, "rewards/rejected": rejected, "rewards/margins": chosen - rejected,
-                  "rewards/accuracies": min(1.0, 0.5 + 0.4 * f + rng.gauss(0, 0.05)),
-                  "loss": 0.69 - 0.4 * f + rng.gauss(0, 0.03), "logps/chosen": -120 + rng.gauss(0, 5),
-                  "grad_norm": abs(rng.gauss(5, 2)), "learning_rate": 1e-6 * (1 - f), "epoch": f}  # fmt: skip
+        yield (
+            t,
+            {
+                "rewards/chosen": chosen,
+                "rewards/rejected": rejected,
+                "rewards/margins": chosen - rejected,
+                "rewards/accuracies": min(1.0, 0.5 + 0.4 * f + rng.gauss(0, 0.05)),
+                "loss": 0.69 - 0.4 * f + rng.gauss(0, 0.03),
+                "logps/chosen": -120 + rng.gauss(0, 5),
+                "grad_norm": abs(rng.gauss(5, 2)),
+                "learning_rate": 1e-6 * (1 - f),
+                "epoch": f,
+            },
+        )
 
 
 def healthy_sft_and_reward(steps=100, seed=0):
     rng = random.Random(seed)
     for t in range(1, steps + 1):
-        yield t, {"loss": 2.5 * math.exp(-t / 40) + 0.3 + rng.gauss(0, 0.05), "mean_token_accuracy": 0.3 + 0.004 * t,
-                  "accuracy": min(1.0, 0.5 + 0.004 * t + rng.gauss(0, 0.05)), "margin": 0.02 * t + rng.gauss(0, 0.2),
-                  "entropy": 3 * math.exp(-t / 30), "learning_rate": 2e-5, "num_tokens": 1000.0 * t}  # fmt: skip
+        yield (
+            t,
+            {
+                "loss": 2.5 * math.exp(-t / 40) + 0.3 + rng.gauss(0, 0.05),
+                "mean_token_accuracy": 0.3 + 0.004 * t,
+                "accuracy": min(1.0, 0.5 + 0.004 * t + rng.gauss(0, 0.05)),
+                "margin": 0.02 * t + rng.gauss(0, 0.2),
+                "entropy": 3 * math.exp(-t / 30),
+                "learning_rate": 2e-5,
+                "num_tokens": 1000.0 * t,
+            },
+        )
 
 
 def run(stream, thresholds=None, config_kl_target=None):
@@ -87,7 +106,7 @@ CRAFTED = {
     "length_hacking": {"completions__mean_length": lambda t, old, rng: 50 + 0.4 * t + rng.gauss(0, 3)},
     "entropy_collapse": {"objective__entropy": lambda t, old, rng: 40 * math.exp(-t / 40) + abs(rng.gauss(0, 0.3))},
     "non_finite": dict(loss__policy_avg=after(120, lambda t, rng: float("nan"))),
-}  # fmt: skip
+}
 
 
 @pytest.mark.parametrize("rule", sorted(CRAFTED))
@@ -100,15 +119,8 @@ def test_each_ppo_rule_fires_once_on_its_crafted_stream(rule):
 
 
 def test_onset_steps_are_close_to_where_trouble_starts():
-    steps = {
-        r: run(healthy_ppo(**CRAFTED[r])).alerts[0].step
-        for r in ("kl_negative", "clipfrac_high", "non_finite")
-    }
-    assert (
-        40 <= steps["kl_negative"] <= 50
-        and 100 <= steps["clipfrac_high"] <= 110
-        and steps["non_finite"] == 120
-    )
+    steps = {r: run(healthy_ppo(**CRAFTED[r])).alerts[0].step for r in ("kl_negative", "clipfrac_high", "non_finite")}
+    assert 40 <= steps["kl_negative"] <= 50 and 100 <= steps["clipfrac_high"] <= 110 and steps["non_finite"] == 120
 
 
 def test_dpo_both_rewards_falling_while_margin_grows():
@@ -116,8 +128,15 @@ def test_dpo_both_rewards_falling_while_margin_grows():
         for t in range(5, 5 * steps + 1, 5):
             f = t / (5 * steps)
             chosen, rejected = -2 * f, -4 * f
-            yield t, {"rewards/chosen": chosen, "rewards/rejected": rejected, "rewards/margins": chosen - rejected,
-                      "loss": 0.69 - 0.3 * f}  # fmt: skip
+            yield (
+                t,
+                {
+                    "rewards/chosen": chosen,
+                    "rewards/rejected": rejected,
+                    "rewards/margins": chosen - rejected,
+                    "loss": 0.69 - 0.3 * f,
+                },
+            )
 
     diag = run(bad())
     assert [a.rule for a in diag.alerts] == ["dpo_both_rewards_falling"]

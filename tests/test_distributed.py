@@ -33,8 +33,13 @@ def write_data(path: Path, stage: str) -> Path:
                 }
             )
         else:
-            rows.append({"prompt": f"Is {i} even?", "chosen": "yes" if i % 2 == 0 else "no",
-                         "rejected": "no" if i % 2 == 0 else "yes"})  # fmt: skip
+            rows.append(
+                {
+                    "prompt": f"Is {i} even?",
+                    "chosen": "yes" if i % 2 == 0 else "no",
+                    "rejected": "no" if i % 2 == 0 else "yes",
+                }
+            )
     path.write_text("".join(json.dumps(r) + "\n" for r in rows))
     return path
 
@@ -42,13 +47,29 @@ def write_data(path: Path, stage: str) -> Path:
 @pytest.mark.parametrize("stage", ["dpo", "reward", "sft"])
 def test_stage_runs_on_two_processes_and_ranks_agree(stage, tmp_path):
     config = {
-        "model": "tiny", "data": str(write_data(tmp_path / "data.jsonl", stage)),
-        "output_dir": str(tmp_path / "run"), "max_steps": 4, "per_device_train_batch_size": 2,
-        "logging_steps": 2, "num_samples": 0, "seed": 0, "learning_rate": 1e-3, "max_length": 64,
-    }  # fmt: skip
+        "model": "tiny",
+        "data": str(write_data(tmp_path / "data.jsonl", stage)),
+        "output_dir": str(tmp_path / "run"),
+        "max_steps": 4,
+        "per_device_train_batch_size": 2,
+        "logging_steps": 2,
+        "num_samples": 0,
+        "seed": 0,
+        "learning_rate": 1e-3,
+        "max_length": 64,
+    }
     (tmp_path / "config.yaml").write_text(yaml.safe_dump(config))
-    cmd = [str(ACCELERATE), "launch", "--config_file", str(ROOT / "configs/accelerate/cpu_ddp_2proc.yaml"),
-           "-m", "rlhf_lab", stage, "--config", str(tmp_path / "config.yaml")]  # fmt: skip
+    cmd = [
+        str(ACCELERATE),
+        "launch",
+        "--config_file",
+        str(ROOT / "configs/accelerate/cpu_ddp_2proc.yaml"),
+        "-m",
+        "rlhf_lab",
+        stage,
+        "--config",
+        str(tmp_path / "config.yaml"),
+    ]
     out = subprocess.run(cmd, capture_output=True, text=True, timeout=400, cwd=tmp_path)
     assert out.returncode == 0, out.stderr[-3000:]
     found = re.findall(r"^rank (\d)/2 final: (.*) weights: (\S+)$", out.stdout, re.M)
@@ -56,8 +77,9 @@ def test_stage_runs_on_two_processes_and_ranks_agree(stage, tmp_path):
     assert set(ranks) == {"0", "1"}, out.stdout[-3000:]
     (metrics0, weights0), (metrics1, weights1) = ranks["0"], ranks["1"]
     assert weights0 == weights1, "the ranks' weights drifted apart: gradients were not synchronised"
-    assert {k: v for k, v in metrics0.items() if k not in TIMING_KEYS} == \
-           {k: v for k, v in metrics1.items() if k not in TIMING_KEYS}  # fmt: skip
+    assert {k: v for k, v in metrics0.items() if k not in TIMING_KEYS} == {
+        k: v for k, v in metrics1.items() if k not in TIMING_KEYS
+    }
     assert metrics0["epoch"] == 1.0  # 16 rows split over 2 ranks x batch 2: 4 steps are one epoch
     summary = json.loads((tmp_path / "run" / "summary.json").read_text())
     assert summary["steps"] == 4 and out.stdout.count(f"{stage} run finished") == 1
@@ -66,12 +88,33 @@ def test_stage_runs_on_two_processes_and_ranks_agree(stage, tmp_path):
 def test_ppo_runs_on_two_processes_and_logs_identical_metrics(tmp_path):
     """The PPO engine under accelerate launch: each process rolls out its own prompts, statistics are
     all-reduced, so every logged metric (timings too: they are averaged) matches on both ranks."""
-    config = {"model": "tiny", "reward": "task:concise", "data": "task:concise", "output_dir": str(tmp_path / "run"),
-              "total_updates": 2, "batch_size": 2, "mini_batch_size": 2, "ppo_epochs": 2, "max_new_tokens": 8,
-              "learning_rate": 1e-3, "num_samples": 1, "seed": 0, "monitor": False}  # fmt: skip
+    config = {
+        "model": "tiny",
+        "reward": "task:concise",
+        "data": "task:concise",
+        "output_dir": str(tmp_path / "run"),
+        "total_updates": 2,
+        "batch_size": 2,
+        "mini_batch_size": 2,
+        "ppo_epochs": 2,
+        "max_new_tokens": 8,
+        "learning_rate": 1e-3,
+        "num_samples": 1,
+        "seed": 0,
+        "monitor": False,
+    }
     (tmp_path / "config.yaml").write_text(yaml.safe_dump(config))
-    cmd = [str(ACCELERATE), "launch", "--config_file", str(ROOT / "configs/accelerate/cpu_ddp_2proc.yaml"),
-           "-m", "rlhf_lab", "ppo", "--config", str(tmp_path / "config.yaml")]  # fmt: skip
+    cmd = [
+        str(ACCELERATE),
+        "launch",
+        "--config_file",
+        str(ROOT / "configs/accelerate/cpu_ddp_2proc.yaml"),
+        "-m",
+        "rlhf_lab",
+        "ppo",
+        "--config",
+        str(tmp_path / "config.yaml"),
+    ]
     out = subprocess.run(cmd, capture_output=True, text=True, timeout=400, cwd=tmp_path)
     assert out.returncode == 0, out.stderr[-3000:]
     found = re.findall(r"^rank (\d)/2 final: (.*) weights: (\S+)$", out.stdout, re.M)

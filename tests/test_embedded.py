@@ -6,7 +6,7 @@ import sys
 
 import pytest
 
-from rlhf_lab import embedded
+from rlhf_lab.models import embedded
 
 pytestmark = pytest.mark.embedded
 
@@ -36,10 +36,13 @@ def test_answers_a_chat_question_coherently(embedded_policy):
     answer = embedded_policy.chat("What is the capital of France?", max_new_tokens=32)
     assert "Paris" in answer
     answers = embedded_policy.generate(
-        ["What color is the sky on a clear day? Answer in one word.", "What is the chemical symbol for gold?",
-         "What is the boiling point of water in Celsius?"],
+        [
+            "What color is the sky on a clear day? Answer in one word.",
+            "What is the chemical symbol for gold?",
+            "What is the boiling point of water in Celsius?",
+        ],
         max_new_tokens=32,
-    )  # fmt: skip
+    )
     assert "blue" in answers[0].lower()
     assert "Au" in answers[1]
     assert "100" in answers[2]
@@ -52,8 +55,13 @@ def test_loads_with_the_hub_switched_off_in_a_fresh_process():
         "p = lab.load_policy('smollm2-135m-instruct')\n"
         "print(p.tokenizer.pad_token, p.model.dtype)\n"
     )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300,
-                         env={**__import__("os").environ, "HF_HUB_OFFLINE": "1"})  # fmt: skip
+    out = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**__import__("os").environ, "HF_HUB_OFFLINE": "1"},
+    )
     assert out.returncode == 0, out.stderr[-2000:]
     assert out.stdout.split() == ["<|endoftext|>", "torch.float32"]
 

@@ -11,9 +11,8 @@ import pytest
 import torch
 
 import rlhf_lab as lab
-from rlhf_lab import stats
-from rlhf_lab.chat import tokenize_prompts
-from rlhf_lab.evaluate import (
+from rlhf_lab.evaluation import stats
+from rlhf_lab.evaluation.evaluate import (
     _prompts_and_gold,
     completion_logprobs,
     completions_html,
@@ -21,6 +20,7 @@ from rlhf_lab.evaluate import (
     sample,
     sequence_kl,
 )
+from rlhf_lab.models.chat import tokenize_prompts
 from rlhf_lab.stages.common import RunResult
 
 PROMPTS = lab.task("concise").prompts("test")[:6]
@@ -31,9 +31,7 @@ class TestStats:
         texts = ["a b a", "b c"]  # unigrams a b a b c: 3 of 5; bigrams (a b) (b a) (b c): 3 of 3
         assert stats.distinct_n(texts, 1) == pytest.approx(3 / 5)
         assert stats.distinct_n(texts, 2) == 1.0
-        assert stats.distinct_n(["x x x x"], 1) == 0.25 and stats.distinct_n(["x x x x"], 2) == pytest.approx(
-            1 / 3
-        )
+        assert stats.distinct_n(["x x x x"], 1) == 0.25 and stats.distinct_n(["x x x x"], 2) == pytest.approx(1 / 3)
         assert stats.distinct_n(["one", ""], 2) == 0.0
         with pytest.raises(ValueError, match="n must be 1 or more"):
             stats.distinct_n(texts, 0)
@@ -77,8 +75,10 @@ class TestStats:
         rng = np.random.default_rng(123)
         reps, n, true_mean = 300, 40, 1.0
         data = rng.normal(true_mean, 2.0, size=(reps, n))
-        covered = [lo <= true_mean <= hi for lo, hi in (stats.bootstrap_ci(row, level=level, n_boot=1000, seed=i)
-                                                         for i, row in enumerate(data))]  # fmt: skip
+        covered = [
+            lo <= true_mean <= hi
+            for lo, hi in (stats.bootstrap_ci(row, level=level, n_boot=1000, seed=i) for i, row in enumerate(data))
+        ]
         coverage = float(np.mean(covered))
         assert level - 0.05 <= coverage <= min(level + 0.04, 0.99), coverage
 
@@ -140,14 +140,21 @@ class TestModels:
         tok = tiny_policy.tokenizer
         batch = tokenize_prompts(tok, PROMPTS[:4])
         torch.manual_seed(3)
-        out = tiny_policy.model.generate(**batch, max_new_tokens=10, do_sample=True, temperature=1.0, top_k=0,
-                                         top_p=1.0, pad_token_id=tok.pad_token_id, eos_token_id=tok.eos_token_id,
-                                         output_logits=True, return_dict_in_generate=True)  # fmt: skip
+        out = tiny_policy.model.generate(
+            **batch,
+            max_new_tokens=10,
+            do_sample=True,
+            temperature=1.0,
+            top_k=0,
+            top_p=1.0,
+            pad_token_id=tok.pad_token_id,
+            eos_token_id=tok.eos_token_id,
+            output_logits=True,
+            return_dict_in_generate=True,
+        )
         new = out.sequences[:, batch["input_ids"].shape[1] :]
         assert [ids.tolist() for ids in new] == drawn.completion_ids  # no EOS from a tiny random model
-        expected = (
-            torch.stack(out.logits, 1).float().log_softmax(-1).gather(-1, new.unsqueeze(-1)).squeeze(-1)
-        )
+        expected = torch.stack(out.logits, 1).float().log_softmax(-1).gather(-1, new.unsqueeze(-1)).squeeze(-1)
         assert mask.sum() == 40
         torch.testing.assert_close(logprobs, expected, atol=1e-4, rtol=1e-4)
 
@@ -155,23 +162,31 @@ class TestModels:
         state = torch.random.get_rng_state()
         drawn = sample(tiny_policy, ["hi"] * 3, max_new_tokens=5, seed=0)
         assert torch.equal(torch.random.get_rng_state(), state)
-        assert drawn.lengths == [5, 5, 5] and drawn.texts == tiny_policy.generate(["hi"] * 3, max_new_tokens=5,
-                                                                                   temperature=1.0, top_k=0, seed=0)  # fmt: skip
+        assert drawn.lengths == [5, 5, 5] and drawn.texts == tiny_policy.generate(
+            ["hi"] * 3, max_new_tokens=5, temperature=1.0, top_k=0, seed=0
+        )
 
     def test_against_itself(self, tiny_policy):
-        result = lab.evaluate(tiny_policy, PROMPTS, ref=tiny_policy, baseline=tiny_policy, gold="concise",
-                              max_new_tokens=8)  # fmt: skip
+        result = lab.evaluate(
+            tiny_policy, PROMPTS, ref=tiny_policy, baseline=tiny_policy, gold="concise", max_new_tokens=8
+        )
         assert result["kl_k1"] == 0.0 and result["kl_k3"] == 0.0 and result["kl_k1_se"] == 0.0
         assert result["win_rate_gold"] == 0.5 and result["gold_diff_mean"] == 0.0
         drawn = sample(tiny_policy, PROMPTS, max_new_tokens=8)
-        assert result["ppl_ref_samples"] == pytest.approx(
-            perplexity(*completion_logprobs(tiny_policy, drawn))
-        )
+        assert result["ppl_ref_samples"] == pytest.approx(perplexity(*completion_logprobs(tiny_policy, drawn)))
 
     def test_figures_with_a_reward_model_a_reference_and_a_task(self, tiny_policy, tiny_reward):
         other = lab.tiny_model("causal", seed=1)
-        result = lab.evaluate(tiny_policy, PROMPTS, reward=tiny_reward, ref=other, baseline=other, gold="concise",
-                              max_new_tokens=8, n_boot=500)  # fmt: skip
+        result = lab.evaluate(
+            tiny_policy,
+            PROMPTS,
+            reward=tiny_reward,
+            ref=other,
+            baseline=other,
+            gold="concise",
+            max_new_tokens=8,
+            n_boot=500,
+        )
         assert result["n_prompts"] == len(PROMPTS)
         assert result["kl_k3"] > 0 and result["kl_k3_se"] > 0 and result["ppl_ref_samples"] > 1
         assert result["length_mean"] == 8 and 0 < result["distinct_1"] <= 1
@@ -181,17 +196,17 @@ class TestModels:
         assert result["reward_mean"] == pytest.approx(np.mean(scores), abs=1e-5)
         assert result["reward_lo"] <= result["reward_mean"] <= result["reward_hi"]
         assert result["gold_mean"] == 0.0 and result["win_rate_gold"] == 0.5  # random text earns no gold
-        assert (
-            0
-            <= result["win_rate_reward_lo"]
-            <= result["win_rate_reward"]
-            <= result["win_rate_reward_hi"]
-            <= 1
-        )
+        assert 0 <= result["win_rate_reward_lo"] <= result["win_rate_reward"] <= result["win_rate_reward_hi"] <= 1
 
     def test_callable_rewards_and_greedy_decoding(self, tiny_policy):
-        result = lab.evaluate(tiny_policy, ["a", "b", "c"], reward=[lambda p, c: [len(x) for x in c], lambda p, c: [1.0] * len(c)],
-                              ref=lab.tiny_model("causal", seed=1), temperature=0, max_new_tokens=4)  # fmt: skip
+        result = lab.evaluate(
+            tiny_policy,
+            ["a", "b", "c"],
+            reward=[lambda p, c: [len(x) for x in c], lambda p, c: [1.0] * len(c)],
+            ref=lab.tiny_model("causal", seed=1),
+            temperature=0,
+            max_new_tokens=4,
+        )
         greedy = tiny_policy.generate(["a", "b", "c"], max_new_tokens=4)
         assert [r["completion"] for r in result["samples"]] == greedy
         assert result["reward_mean"] == pytest.approx(np.mean([(len(t) + 1) / 2 for t in greedy]))
@@ -215,13 +230,17 @@ class TestModels:
 
 class TestCompare:
     def test_table_and_panel(self, tiny_policy, tmp_path):
-        run = RunResult(stage="ppo", model=lab.tiny_model("causal", seed=1).model, tokenizer=tiny_policy.tokenizer,
-                        metrics=pd.DataFrame(), summary={}, output_dir=Path(tmp_path / "ppo-run"))  # fmt: skip
+        run = RunResult(
+            stage="ppo",
+            model=lab.tiny_model("causal", seed=1).model,
+            tokenizer=tiny_policy.tokenizer,
+            metrics=pd.DataFrame(),
+            summary={},
+            output_dir=Path(tmp_path / "ppo-run"),
+        )
         twin = lab.tiny_model("causal", seed=0)  # the same weights in another object
         prompts = lab.task("arithmetic").prompts("test")[:10]
-        table = lab.compare(
-            [tiny_policy, run, twin], prompts, gold="arithmetic", max_new_tokens=6, n_boot=200
-        )
+        table = lab.compare([tiny_policy, run, twin], prompts, gold="arithmetic", max_new_tokens=6, n_boot=200)
         assert list(table.index) == ["tiny-causal-seed0", "ppo-run", "tiny-causal-seed0#2"]
         assert math.isnan(table.loc["tiny-causal-seed0", "win_rate_gold"])  # the baseline itself
         assert table.loc["tiny-causal-seed0#2", "win_rate_gold"] == 0.5  # the same weights: the same samples
@@ -232,9 +251,7 @@ class TestCompare:
         assert __import__("html").escape(first) in html
 
     def test_completions_are_escaped(self):
-        html = completions_html(
-            ["<b>bold?</b>"], {"m<i>": [{"completion": "<script>alert(1)</script>", "gold": 1.0}]}
-        )
+        html = completions_html(["<b>bold?</b>"], {"m<i>": [{"completion": "<script>alert(1)</script>", "gold": 1.0}]})
         assert "<script>" not in html and "&lt;script&gt;alert(1)&lt;/script&gt;" in html
         assert "&lt;b&gt;bold?&lt;/b&gt;" in html and "m&lt;i&gt;" in html and "gold=1" in html
 
@@ -245,6 +262,6 @@ class TestCompare:
             lab.compare([tiny_policy], PROMPTS, temprature=0.5)
 
     def test_evaluate_stays_callable_after_its_module_is_imported(self, tiny_policy):
-        import rlhf_lab.evaluate  # noqa: F401  (Python sets the module on the package over the function)
+        import rlhf_lab.evaluation.evaluate  # noqa: F401  (Python sets the module on the package over the function)
 
         assert lab.evaluate(tiny_policy, PROMPTS[:2], max_new_tokens=2)["n_prompts"] == 2

@@ -55,8 +55,14 @@ def test_pipeline_on_a_tiny_model(tmp_path):
 
 def test_proxy_gold_agreement_on_hand_made_samples():
     agreement = load_script().agreement
-    samples = [("p", 1.0, 3.0), ("p", 0.0, 1.0), ("p", 0.0, 2.0),  # p: 2 pairs differ in gold, both ordered right
-               ("q", 0.5, 0.0), ("q", 0.5, 9.0), ("q", 1.0, -1.0)]  # q: 2 pairs differ in gold, both wrong  # fmt: skip
+    samples = [
+        ("p", 1.0, 3.0),
+        ("p", 0.0, 1.0),
+        ("p", 0.0, 2.0),  # p: 2 pairs differ in gold, both ordered right
+        ("q", 0.5, 0.0),
+        ("q", 0.5, 9.0),
+        ("q", 1.0, -1.0),
+    ]  # q: 2 pairs differ in gold, both wrong
     figures = agreement(samples)
     assert figures["pairs"] == 4 and figures["pair_accuracy"] == 0.5
     gold, proxy = [s[1] for s in samples], [s[2] for s in samples]

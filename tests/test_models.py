@@ -4,16 +4,20 @@ import pytest
 import torch
 
 from rlhf_lab import Policy, RewardModel, load_reward_model, tiny_model
-from rlhf_lab.chat import render_prompts, tokenize_prompts
-from rlhf_lab.lora import bnb_config
 from rlhf_lab.models import as_policy, load_policy
+from rlhf_lab.models.chat import render_prompts, tokenize_prompts
+from rlhf_lab.models.lora import bnb_config
 
 PROMPTS = [
     "Hi",
-    [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Name three rivers in Europe."},
-     {"role": "assistant", "content": "Danube, Rhine, Loire."}, {"role": "user", "content": "And one in Asia?"}],
+    [
+        {"role": "system", "content": "Be brief."},
+        {"role": "user", "content": "Name three rivers in Europe."},
+        {"role": "assistant", "content": "Danube, Rhine, Loire."},
+        {"role": "user", "content": "And one in Asia?"},
+    ],
     "Write a haiku about autumn leaves falling slowly onto a quiet pond.",
-]  # fmt: skip
+]
 
 
 class TestTinyModel:
@@ -107,10 +111,7 @@ class TestRewardModel:
         rm = load_reward_model(tiny_policy)
         assert rm.model.config.num_labels == 1
         assert torch.equal(rm.model.model.embed_tokens.weight, tiny_policy.model.model.embed_tokens.weight)
-        assert (
-            rm.model.model.embed_tokens.weight.data_ptr()
-            != tiny_policy.model.model.embed_tokens.weight.data_ptr()
-        )
+        assert rm.model.model.embed_tokens.weight.data_ptr() != tiny_policy.model.model.embed_tokens.weight.data_ptr()
 
     def test_scores_do_not_depend_on_batch_padding(self, tiny_reward):
         prompts = ["Hi", "Tell me about the history of the Roman empire in detail, please."]

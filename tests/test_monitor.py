@@ -8,9 +8,9 @@ from types import SimpleNamespace
 
 import pytest
 
-import rlhf_lab.monitor as monitor_module
-from rlhf_lab.monitor import LiveMonitor, notebook_frontend
-from rlhf_lab.plots import decimate, plot_runs
+import rlhf_lab.monitor.live as monitor_module
+from rlhf_lab.monitor.live import LiveMonitor, notebook_frontend
+from rlhf_lab.monitor.plots import decimate, plot_runs
 
 XSS = "<script>alert(1)</script>"
 
@@ -42,9 +42,20 @@ def feed(mon, rows, state=None):
 
 
 def dpo_rows(n, start=1):
-    return [(s, {"rewards/chosen": 0.01 * s, "rewards/rejected": -0.02 * s, "rewards/margins": 0.03 * s,
-                 "rewards/accuracies": 0.75, "loss": 0.6931 - 0.001 * s, "grad_norm": 2.0})
-            for s in range(start, start + n)]  # fmt: skip
+    return [
+        (
+            s,
+            {
+                "rewards/chosen": 0.01 * s,
+                "rewards/rejected": -0.02 * s,
+                "rewards/margins": 0.03 * s,
+                "rewards/accuracies": 0.75,
+                "loss": 0.6931 - 0.001 * s,
+                "grad_norm": 2.0,
+            },
+        )
+        for s in range(start, start + n)
+    ]
 
 
 def traces(fig, name):
@@ -163,10 +174,7 @@ def test_alerts_show_in_the_monitor_and_the_summary(tmp_path):
         mon.log(step, {"objective/kl": 1.0, "policy/clipfrac_avg": 0.1 if step < 10 else 0.6})
     assert [a.rule for a in mon.alerts] == ["clipfrac_high"]
     summary = mon.summary()
-    assert (
-        list(summary) == ["alerts"]
-        and json.loads(json.dumps(summary))["alerts"][0]["rule"] == "clipfrac_high"
-    )
+    assert list(summary) == ["alerts"] and json.loads(json.dumps(summary))["alerts"][0]["rule"] == "clipfrac_high"
     mon.finish()
     assert "clipfrac_high" in read_html(tmp_path) and "Remedy" in read_html(tmp_path)
 
@@ -178,7 +186,7 @@ def test_a_plotting_failure_never_stops_training(tmp_path, monkeypatch, caplog):
     monkeypatch.setattr(monitor_module, "build_figure", broken)
     mon = LiveMonitor(live=True, clock=FakeClock(step=1.0))
     state = begin(mon, tmp_path)
-    with caplog.at_level(logging.WARNING, logger="rlhf_lab.monitor"):
+    with caplog.at_level(logging.WARNING, logger="rlhf_lab.monitor.live"):
         feed(mon, dpo_rows(10), state)
         mon.on_train_end(None, state, None)  # the HTML writer fails too
     assert mon.failures >= 10 and len(mon.history["loss"].values) == 10
@@ -224,9 +232,7 @@ def write_run(folder, rows):
 
 
 def test_plot_runs_overlays_runs_from_their_metrics(tmp_path):
-    a = write_run(
-        tmp_path / "a", [{"step": s, "loss": 1.0 / s, "rewards/margins": 0.1 * s} for s in range(1, 6)]
-    )
+    a = write_run(tmp_path / "a", [{"step": s, "loss": 1.0 / s, "rewards/margins": 0.1 * s} for s in range(1, 6)])
     b = write_run(tmp_path / "b", [{"step": s, "loss": 2.0 / s} for s in range(1, 4)])
     fig = plot_runs([a, SimpleNamespace(output_dir=b, name="beta-0.3")], metrics=["loss"])
     assert [t.name for t in fig.data] == ["a", "beta-0.3"] and list(fig.data[1].y) == [2.0, 1.0, 2.0 / 3]
@@ -242,11 +248,24 @@ def test_sft_stage_writes_monitor_html(tmp_path, tiny_policy, monkeypatch):
     from rlhf_lab.stages.sft import SFTConfig, sft
 
     monkeypatch.delenv("RLHF_LAB_MONITOR", raising=False)
-    demos = [{"messages": [{"role": "user", "content": f"Repeat {w} ({i})."}, {"role": "assistant", "content": w}]}
-             for i, w in enumerate(["apple", "river", "stone", "cloud"] * 2)]  # fmt: skip
+    demos = [
+        {"messages": [{"role": "user", "content": f"Repeat {w} ({i})."}, {"role": "assistant", "content": w}]}
+        for i, w in enumerate(["apple", "river", "stone", "cloud"] * 2)
+    ]
     mon = LiveMonitor()
-    run = sft(tiny_policy, demos, SFTConfig(output_dir=str(tmp_path / "run"), max_steps=4, logging_steps=2,
-              per_device_train_batch_size=4, num_samples=0, seed=0), callbacks=[mon])  # fmt: skip
+    run = sft(
+        tiny_policy,
+        demos,
+        SFTConfig(
+            output_dir=str(tmp_path / "run"),
+            max_steps=4,
+            logging_steps=2,
+            per_device_train_batch_size=4,
+            num_samples=0,
+            seed=0,
+        ),
+        callbacks=[mon],
+    )
     text = (run.output_dir / "monitor.html").read_text()
     losses = run.metrics["loss"].dropna().tolist()
     assert len(losses) == 2 and all(json.dumps(v) in text for v in losses)

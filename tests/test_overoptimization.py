@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 
 import rlhf_lab as lab
-from rlhf_lab.overoptimization import COLUMNS, plot_overoptimization
+from rlhf_lab.evaluation.overoptimization import COLUMNS, plot_overoptimization
 from rlhf_lab.tasks import Task
 
 WORDS = [
@@ -42,14 +42,26 @@ class VowelTask(Task):
 @pytest.fixture(scope="module")
 def table(tiny_policy, tmp_path_factory):
     folder = tmp_path_factory.mktemp("overopt")
-    config = lab.PPOConfig(batch_size=4, mini_batch_size=2, ppo_epochs=2, learning_rate=3e-3, monitor=False,
-                           num_samples=0, seed=0)  # fmt: skip
-    reward_config = lab.RewardConfig(num_train_epochs=1, per_device_train_batch_size=4, monitor=False,
-                                     num_samples=0, eval_fraction=0.0)  # fmt: skip
+    config = lab.PPOConfig(
+        batch_size=4, mini_batch_size=2, ppo_epochs=2, learning_rate=3e-3, monitor=False, num_samples=0, seed=0
+    )
+    reward_config = lab.RewardConfig(
+        num_train_epochs=1, per_device_train_batch_size=4, monitor=False, num_samples=0, eval_fraction=0.0
+    )
     annotator = lab.SimulatedAnnotator(VowelTask(), temperature=0.05, seed=0, ties=False)
-    return lab.overoptimization(tiny_policy, VowelTask(), labels=[16, 8], updates=4, eval_every=2, eval_prompts=4,
-                                annotator=annotator, config=config, reward_config=reward_config, max_new_tokens=8,
-                                output_dir=folder)  # fmt: skip
+    return lab.overoptimization(
+        tiny_policy,
+        VowelTask(),
+        labels=[16, 8],
+        updates=4,
+        eval_every=2,
+        eval_prompts=4,
+        annotator=annotator,
+        config=config,
+        reward_config=reward_config,
+        max_new_tokens=8,
+        output_dir=folder,
+    )
 
 
 def test_table_has_one_row_per_label_count_and_measurement(table):
@@ -84,8 +96,15 @@ def test_outputs_and_figure(table):
 
 
 def test_plot_from_a_hand_made_table():
-    df = pd.DataFrame({"labels": [5, 5, 5], "update": [0, 1, 2], "sqrt_kl": [0.0, 1.0, 2.0],
-                       "gold": [0.2, 0.5, 0.3], "proxy": [0.0, 1.0, 2.0]})  # fmt: skip
+    df = pd.DataFrame(
+        {
+            "labels": [5, 5, 5],
+            "update": [0, 1, 2],
+            "sqrt_kl": [0.0, 1.0, 2.0],
+            "gold": [0.2, 0.5, 0.3],
+            "proxy": [0.0, 1.0, 2.0],
+        }
+    )
     figure = plot_overoptimization(df)
     assert list(figure.data[0].x) == [0.0, 1.0, 2.0] and list(figure.data[0].y) == [0.2, 0.5, 0.3]
     assert list(figure.data[1].y) == [0.0, 1.0, 2.0]
@@ -100,4 +119,4 @@ def test_bad_arguments_fail_early(tiny_policy):
         lab.overoptimization(tiny_policy, VowelTask(), labels=4, eval_every=0)
     with pytest.raises(KeyError, match="unknown task"):
         lab.overoptimization(tiny_policy, "nope", labels=4)
-    assert callable(lab.overoptimization)  # still the function after `import rlhf_lab.overoptimization`
+    assert callable(lab.overoptimization)  # still the function after `import rlhf_lab.evaluation.overoptimization`

@@ -8,8 +8,8 @@ import time
 import pytest
 
 from rlhf_lab import tiny_model
-from rlhf_lab.pairs import PairGenerator, disagreement, human_win_rate, uncertainty
-from rlhf_lab.store import PreferenceStore
+from rlhf_lab.labeling.pairs import PairGenerator, disagreement, human_win_rate, uncertainty
+from rlhf_lab.labeling.store import PreferenceStore
 
 
 class FakePolicy:
@@ -152,9 +152,15 @@ class TestPrefetch:
 class TestActiveLearning:
     # margins (alpha - beta) per prompt: 1.0, 0.1, -3.0, 0.5 -> uncertainty .231, .025, .453, .122
     TABLE = {
-        ("p0", "alpha"): 1.0, ("p0", "beta"): 0.0, ("p1", "alpha"): 0.3, ("p1", "beta"): 0.2,
-        ("p2", "alpha"): -1.0, ("p2", "beta"): 2.0, ("p3", "alpha"): 0.5, ("p3", "beta"): 0.0,
-    }  # fmt: skip
+        ("p0", "alpha"): 1.0,
+        ("p0", "beta"): 0.0,
+        ("p1", "alpha"): 0.3,
+        ("p1", "beta"): 0.2,
+        ("p2", "alpha"): -1.0,
+        ("p2", "beta"): 2.0,
+        ("p3", "alpha"): 0.5,
+        ("p3", "beta"): 0.0,
+    }
 
     def generate(self, reward, active, window=4):
         models = [FakePolicy("alpha"), FakePolicy("beta")]

@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from rlhf_lab.pairs import PairGenerator
-from rlhf_lab.panels import LabelingPanel, _asset
-from rlhf_lab.store import PreferenceStore
+from rlhf_lab.labeling.pairs import PairGenerator
+from rlhf_lab.labeling.panel import LabelingPanel, _asset
+from rlhf_lab.labeling.store import PreferenceStore
 
 JS = Path(__file__).resolve().parents[1] / "widgets" / "labeling_panel.js"
 
@@ -59,9 +59,13 @@ class TestDecisions:
         panel.submit("tie")
         panel.submit("0")
         assert decisions(store) == [
-            ("label", "p0", "A"), ("label", "p1", "skip"), ("undo", "p1", "skip"),
-            ("label", "p1", "B"), ("label", "p2", "tie"), ("label", "p3", "both_bad"),
-        ]  # fmt: skip
+            ("label", "p0", "A"),
+            ("label", "p1", "skip"),
+            ("undo", "p1", "skip"),
+            ("label", "p1", "B"),
+            ("label", "p2", "tie"),
+            ("label", "p3", "both_bad"),
+        ]
         assert panel.done and panel.responses == [] and "All done" in panel.message
 
     def test_undo_walks_back_and_says_when_there_is_nothing(self, store):
@@ -151,7 +155,12 @@ class TestFrontEndMessages:
         assert panel.prompt == "p0"
 
     def test_score_toggle_hides_scores_by_default(self, store):
-        scored = [{"prompt": "p", "responses": [{"text": "x", "metadata": {"reward": 0.25}}, {"text": "y", "metadata": {"reward": -1.5}}]}]  # fmt: skip
+        scored = [
+            {
+                "prompt": "p",
+                "responses": [{"text": "x", "metadata": {"reward": 0.25}}, {"text": "y", "metadata": {"reward": -1.5}}],
+            }
+        ]
         panel = LabelingPanel(store, scored, annotator="ana")
         assert not panel.show_scores and panel.scores == []
         click(panel, "toggle_scores")
@@ -164,8 +173,13 @@ class TestFrontEndMessages:
             def score(self, prompts, completions):
                 return [float(len(c)) for c in completions]
 
-        panel = LabelingPanel(store, [{"prompt": "p", "responses": ["a", "bbb"]}], annotator="ana",
-                              show_scores=True, reward_model=Reward())  # fmt: skip
+        panel = LabelingPanel(
+            store,
+            [{"prompt": "p", "responses": ["a", "bbb"]}],
+            annotator="ana",
+            show_scores=True,
+            reward_model=Reward(),
+        )
         assert panel.scores == [1.0, 3.0]
 
 
@@ -177,7 +191,7 @@ class TestErrors:
             raise OSError("disk full")
 
         monkeypatch.setattr(store, "label", full)
-        with caplog.at_level(logging.ERROR, logger="rlhf_lab.panels"):
+        with caplog.at_level(logging.ERROR, logger="rlhf_lab.labeling.panel"):
             key(panel, "1")  # nothing escapes to Jupyter's log-and-forget handler
         assert "disk full" in panel.error and "disk full" in caplog.text
         assert panel.prompt == "p0"  # nothing was labelled, the item stays
@@ -251,16 +265,39 @@ class TestFrontEndFile:
     def test_js_never_parses_text_as_html(self):
         source = JS.read_text()
         code = re.sub(r"//[^\n]*", "", source)  # comments may name the sinks they avoid
-        for sink in ("innerHTML", "outerHTML", "insertAdjacentHTML", "document.write", "DOMParser",
-                     "createContextualFragment", "srcdoc", "eval(", "new Function"):  # fmt: skip
+        for sink in (
+            "innerHTML",
+            "outerHTML",
+            "insertAdjacentHTML",
+            "document.write",
+            "DOMParser",
+            "createContextualFragment",
+            "srcdoc",
+            "eval(",
+            "new Function",
+        ):
             assert sink not in code, sink
         assert "textContent" in code and "export default" in code
 
     def test_js_has_the_test_ids_and_keys(self):
         source = JS.read_text()
-        for testid in ("panel", "prompt", "candidate-${i}", "progress", "error", "annotator", "done",
-                       "btn-A", "btn-B", "btn-tie", "btn-both_bad", "btn-skip", "btn-undo",
-                       "btn-toggle-scores", "btn-submit-ranking"):  # fmt: skip
+        for testid in (
+            "panel",
+            "prompt",
+            "candidate-${i}",
+            "progress",
+            "error",
+            "annotator",
+            "done",
+            "btn-A",
+            "btn-B",
+            "btn-tie",
+            "btn-both_bad",
+            "btn-skip",
+            "btn-undo",
+            "btn-toggle-scores",
+            "btn-submit-ranking",
+        ):
             assert f'"{testid}"' in source or f"`{testid}`" in source, testid
         assert "tabIndex = 0" in source and "data-lm-suppress-shortcuts" in source
         assert re.search(r"overflow:\s*auto", (JS.parent / "labeling_panel.css").read_text())

@@ -8,15 +8,44 @@ from rlhf_lab.config import ConfigError, RunConfig, apply_overrides, load_config
 from rlhf_lab.stages.ppo.config import PPOConfig
 
 ISSUE_FIELDS = [
-    "output_dir", "seed", "total_updates", "batch_size", "mini_batch_size", "gradient_accumulation_steps",
-    "ppo_epochs", "learning_rate", "max_new_tokens", "temperature", "kl_coef", "kl_estimator", "adaptive_kl",
-    "target_kl", "cliprange", "cliprange_value", "vf_coef", "gamma", "lam", "whiten_rewards", "entropy_coef",
-    "max_grad_norm", "missing_eos_penalty", "save_every",
-]  # fmt: skip
+    "output_dir",
+    "seed",
+    "total_updates",
+    "batch_size",
+    "mini_batch_size",
+    "gradient_accumulation_steps",
+    "ppo_epochs",
+    "learning_rate",
+    "max_new_tokens",
+    "temperature",
+    "kl_coef",
+    "kl_estimator",
+    "adaptive_kl",
+    "target_kl",
+    "cliprange",
+    "cliprange_value",
+    "vf_coef",
+    "gamma",
+    "lam",
+    "whiten_rewards",
+    "entropy_coef",
+    "max_grad_norm",
+    "missing_eos_penalty",
+    "save_every",
+]
 LAB_FIELDS = [
-    "model", "data", "top_p", "top_k", "stop", "kl_horizon", "reward_clip", "normalize_rewards", "critic",
-    "logging_steps", "num_samples",
-]  # fmt: skip
+    "model",
+    "data",
+    "top_p",
+    "top_k",
+    "stop",
+    "kl_horizon",
+    "reward_clip",
+    "normalize_rewards",
+    "critic",
+    "logging_steps",
+    "num_samples",
+]
 
 
 def test_fields_exist_by_name_with_help():
@@ -34,8 +63,11 @@ def test_fields_exist_by_name_with_help():
 @pytest.mark.parametrize(
     ("overrides", "match"),
     [
-        ({"batch_size": 10, "mini_batch_size": 4}, r"batch_size=10 is not divisible by mini_batch_size x "
-                                                   r"gradient_accumulation_steps = 4 x 1 = 4"),
+        (
+            {"batch_size": 10, "mini_batch_size": 4},
+            r"batch_size=10 is not divisible by mini_batch_size x "
+            r"gradient_accumulation_steps = 4 x 1 = 4",
+        ),
         ({"batch_size": 16, "mini_batch_size": 4, "gradient_accumulation_steps": 3}, r"4 x 3 = 12.*Fix"),
         ({"learning_rate": 0.0}, r"learning_rate must be a number > 0, got 0\.0"),
         ({"learning_rate": -1e-5}, r"learning_rate must be a number > 0"),
@@ -61,25 +93,49 @@ def test_fields_exist_by_name_with_help():
         ({"save_every": -1}, r"save_every must be an integer >= 0"),
         ({"stop": [""]}, r"stop must be a list of non-empty strings"),
     ],
-)  # fmt: skip
+)
 def test_bad_config_raises_config_error(overrides, match):
     with pytest.raises(ConfigError, match=match):
         PPOConfig(**overrides)
 
 
 def test_valid_non_defaults_are_accepted():
-    config = PPOConfig(batch_size=24, mini_batch_size=4, gradient_accumulation_steps=2, adaptive_kl=True,
-                       target_kl=6.0, kl_estimator="k3", gamma=0.0, lam=1.0, kl_coef=0.2,
-                       critic="separate", missing_eos_penalty=-1.0, reward_clip=5.0, stop=["\n\n"])  # fmt: skip
+    config = PPOConfig(
+        batch_size=24,
+        mini_batch_size=4,
+        gradient_accumulation_steps=2,
+        adaptive_kl=True,
+        target_kl=6.0,
+        kl_estimator="k3",
+        gamma=0.0,
+        lam=1.0,
+        kl_coef=0.2,
+        critic="separate",
+        missing_eos_penalty=-1.0,
+        reward_clip=5.0,
+        stop=["\n\n"],
+    )
     assert config.minibatches_per_epoch == 6
     assert config.optimizer_steps_per_update == config.ppo_epochs * 3
 
 
 def test_yaml_round_trip(tmp_path):
-    config = PPOConfig(output_dir=str(tmp_path / "run"), seed=3, batch_size=8, mini_batch_size=2,
-                       learning_rate=3e-6, kl_estimator="abs", adaptive_kl=True, target_kl=4.0,
-                       stop=["</s>", "\n\n"], missing_eos_penalty=-1.0, reward_clip=None, critic="separate",
-                       top_k=50, normalize_rewards=True)  # fmt: skip
+    config = PPOConfig(
+        output_dir=str(tmp_path / "run"),
+        seed=3,
+        batch_size=8,
+        mini_batch_size=2,
+        learning_rate=3e-6,
+        kl_estimator="abs",
+        adaptive_kl=True,
+        target_kl=4.0,
+        stop=["</s>", "\n\n"],
+        missing_eos_penalty=-1.0,
+        reward_clip=None,
+        critic="separate",
+        top_k=50,
+        normalize_rewards=True,
+    )
     path = tmp_path / "ppo.yaml"
     to_yaml(config, path)
     loaded = load_config(PPOConfig, path)

@@ -53,8 +53,13 @@ def junk_padding(x: torch.Tensor, mask: torch.Tensor, fill: float = float("nan")
 
 
 def close(actual, expected, atol=ATOL) -> bool:
-    return torch.allclose(torch.as_tensor(actual, dtype=torch.float64), torch.as_tensor(expected, dtype=torch.float64),
-                          atol=atol, rtol=0, equal_nan=True)  # fmt: skip
+    return torch.allclose(
+        torch.as_tensor(actual, dtype=torch.float64),
+        torch.as_tensor(expected, dtype=torch.float64),
+        atol=atol,
+        rtol=0,
+        equal_nan=True,
+    )
 
 
 # ----- brute-force references: plain Python over each row's real tokens -----
@@ -175,8 +180,12 @@ class TestKLEstimators:
     def test_match_reference(self, estimator):
         mask = make_mask()
         logp, logp_ref = -randn(5, len(LENGTHS), T).abs(), -randn(6, len(LENGTHS), T).abs()
-        expected = pad_rows([[ref_kl(a, b, estimator) for a, b in zip(ra, rb)]
-                             for ra, rb in zip(real(logp, mask), real(logp_ref, mask))])  # fmt: skip
+        expected = pad_rows(
+            [
+                [ref_kl(a, b, estimator) for a, b in zip(ra, rb)]
+                for ra, rb in zip(real(logp, mask), real(logp_ref, mask))
+            ]
+        )
         assert close(per_token_kl(logp, logp_ref, mask, estimator), expected)
         junk = per_token_kl(junk_padding(logp, mask), junk_padding(logp_ref, mask, -1e30), mask, estimator)
         assert torch.equal(junk, per_token_kl(logp, logp_ref, mask, estimator))
@@ -254,9 +263,7 @@ class TestTokenRewards:
         mask = make_mask()
         logp, logp_ref, scores = -randn(12, 6, T).abs(), -randn(13, 6, T).abs(), randn(14, 6)
         clean = token_rewards(scores, logp, logp_ref, mask, 0.1, "k3")
-        junk = token_rewards(
-            scores, junk_padding(logp, mask), junk_padding(logp_ref, mask, 7.0), mask, 0.1, "k3"
-        )
+        junk = token_rewards(scores, junk_padding(logp, mask), junk_padding(logp_ref, mask, 7.0), mask, 0.1, "k3")
         for a, b in zip(clean, junk):
             assert torch.equal(a, b)
 
@@ -351,8 +358,11 @@ class TestPolicyLoss:
         old = torch.where(torch.rand(6, T, generator=torch.Generator().manual_seed(0)) < 0.3, logp, old)
         adv = randn(25, 6, T)
         out = policy_loss(logp, old, adv, mask, cliprange=0.2)
-        rows = [ref_policy(a, b, c, 0.2) for ra, rb, rc in zip(real(logp, mask), real(old, mask), real(adv, mask))
-                for a, b, c in zip(ra, rb, rc)]  # fmt: skip
+        rows = [
+            ref_policy(a, b, c, 0.2)
+            for ra, rb, rc in zip(real(logp, mask), real(old, mask), real(adv, mask))
+            for a, b, c in zip(ra, rb, rc)
+        ]
         diffs = [a - b for ra, rb in zip(real(logp, mask), real(old, mask)) for a, b in zip(ra, rb)]
         ratios = [r[2] for r in rows]
         assert close(out.loss, ref_mean([r[0] for r in rows]))
@@ -379,11 +389,7 @@ class TestPolicyLoss:
         grad = logp.grad[0].tolist()
         assert grad[0] == 0 and grad[3] == 0 and grad[5] == 0  # clipped and padded: no gradient
         # d/dlogp of -A·ρ / n = -A·ρ / n for the unclipped tokens.
-        assert (
-            close(grad[1], 1.5 / 5, 1e-12)
-            and close(grad[2], -0.5 / 5, 1e-12)
-            and close(grad[4], -1.1 / 5, 1e-12)
-        )
+        assert close(grad[1], 1.5 / 5, 1e-12) and close(grad[2], -0.5 / 5, 1e-12) and close(grad[4], -1.1 / 5, 1e-12)
 
     def test_first_minibatch_ratio_one_clipfrac_zero(self):
         mask = make_mask()

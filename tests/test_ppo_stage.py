@@ -10,19 +10,35 @@ from transformers import TrainerCallback
 
 import rlhf_lab as lab
 from rlhf_lab.config import ConfigError
+from rlhf_lab.rewards import as_scorer
 from rlhf_lab.stages.ppo import trainer as trainer_module
-from rlhf_lab.stages.ppo.rewards import make_reward_fn
 
 PROMPTS = [f"Tell me about topic {i}." for i in range(24)] + [
     "Hi",
     "A much longer prompt about the sea, the moon and rain?",
 ]
 DESIGN_METRICS = [
-    "objective/kl", "objective/scores", "objective/rlhf_reward", "objective/non_score_reward", "objective/entropy",
-    "policy/clipfrac_avg", "policy/approxkl_avg", "policy/entropy_avg", "loss/policy_avg", "loss/value_avg",
-    "val/clipfrac_avg", "val/ratio", "val/ratio_var", "val/num_eos_tokens", "val/explained_variance",
-    "completions/mean_length", "time/rollout_s", "time/update_s", "throughput/tokens_per_s", "objective/kl_coef",
-]  # fmt: skip
+    "objective/kl",
+    "objective/scores",
+    "objective/rlhf_reward",
+    "objective/non_score_reward",
+    "objective/entropy",
+    "policy/clipfrac_avg",
+    "policy/approxkl_avg",
+    "policy/entropy_avg",
+    "loss/policy_avg",
+    "loss/value_avg",
+    "val/clipfrac_avg",
+    "val/ratio",
+    "val/ratio_var",
+    "val/num_eos_tokens",
+    "val/explained_variance",
+    "completions/mean_length",
+    "time/rollout_s",
+    "time/update_s",
+    "throughput/tokens_per_s",
+    "objective/kl_coef",
+]
 TIMING = ("time/", "throughput/")
 
 
@@ -31,8 +47,18 @@ def vowels(prompts, completions):
 
 
 def config(tmp_path, name="run", **overrides):
-    values = dict(output_dir=str(tmp_path / name), total_updates=2, batch_size=4, mini_batch_size=2, ppo_epochs=2,
-                  max_new_tokens=8, learning_rate=1e-4, monitor=False, num_samples=2, seed=0)  # fmt: skip
+    values = dict(
+        output_dir=str(tmp_path / name),
+        total_updates=2,
+        batch_size=4,
+        mini_batch_size=2,
+        ppo_epochs=2,
+        max_new_tokens=8,
+        learning_rate=1e-4,
+        monitor=False,
+        num_samples=2,
+        seed=0,
+    )
     return lab.PPOConfig(**{**values, **overrides})
 
 
@@ -60,9 +86,7 @@ def test_run_folder_metrics_samples_and_callback_events(tiny_policy, tmp_path):
     folder = tmp_path / "run"
     for name in ("config.yaml", "metrics.jsonl", "summary.json", "samples.jsonl", "run.json", "monitor.html"):
         assert (folder / name).exists(), name
-    assert (folder / "model" / "model.safetensors").exists() and (
-        folder / "model" / "value_head.safetensors"
-    ).exists()
+    assert (folder / "model" / "model.safetensors").exists() and (folder / "model" / "value_head.safetensors").exists()
     rows = [json.loads(line) for line in (folder / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in rows] == [1, 2]
     for name in DESIGN_METRICS:
@@ -100,7 +124,7 @@ def test_first_minibatch_ratio_is_one_and_nothing_clipped(tiny_policy, tmp_path,
 
 
 def test_token_ids_at_padded_positions_change_nothing(tiny_policy, tmp_path):
-    from rlhf_lab.chat import tokenize_prompts
+    from rlhf_lab.models.chat import tokenize_prompts
     from rlhf_lab.stages.ppo.advantages import gae, token_rewards
     from rlhf_lab.stages.ppo.losses import policy_loss, value_loss
     from rlhf_lab.stages.ppo.model import ActorCritic, ValueHead
@@ -110,8 +134,9 @@ def test_token_ids_at_padded_positions_change_nothing(tiny_policy, tmp_path):
     actor = ActorCritic(tiny_policy.model, value_head=ValueHead(64))
     with torch.no_grad():
         actor.value_head.summary.weight.normal_()  # non-zero values, so the value loss is tested too
-    ppo_trainer = trainer_module.PPOTrainer(actor, tok, make_reward_fn(vowels), PROMPTS, config(tmp_path),
-                                            ref_model=lab.tiny_model("causal", seed=1).model)  # fmt: skip
+    ppo_trainer = trainer_module.PPOTrainer(
+        actor, tok, as_scorer(vowels), PROMPTS, config(tmp_path), ref_model=lab.tiny_model("causal", seed=1).model
+    )
     prompts = ["Hi", "A much longer prompt about the sea?", "Tell me a story."]
     query = tokenize_prompts(tok, prompts)
     tokens = torch.randint(100, 5000, (3, 6))
@@ -137,8 +162,9 @@ def test_token_ids_at_padded_positions_change_nothing(tiny_policy, tmp_path):
     garbled.query_ids = torch.where(
         rollout.query_mask.bool(), rollout.query_ids, torch.randint(5, 9000, rollout.query_ids.shape)
     )
-    garbled.response_ids = torch.where(rollout.response_mask.bool(), rollout.response_ids,
-                                       torch.randint(5, 9000, rollout.response_ids.shape))  # fmt: skip
+    garbled.response_ids = torch.where(
+        rollout.response_mask.bool(), rollout.response_ids, torch.randint(5, 9000, rollout.response_ids.shape)
+    )
     assert not torch.equal(garbled.response_ids, rollout.response_ids)
     after = results(garbled)
     for a, b in zip(before, after):
@@ -146,7 +172,7 @@ def test_token_ids_at_padded_positions_change_nothing(tiny_policy, tmp_path):
 
 
 def test_stop_strings_end_and_mask_a_completion(tiny_policy):
-    from rlhf_lab.chat import tokenize_prompts
+    from rlhf_lab.models.chat import tokenize_prompts
     from rlhf_lab.stages.ppo.rollout import make_rollout
 
     tok = tiny_policy.tokenizer
@@ -163,8 +189,12 @@ def test_stop_strings_end_and_mask_a_completion(tiny_policy):
 
 
 def test_missing_eos_penalty_is_subtracted_from_unfinished_completions(tiny_policy, tmp_path):
-    run = lab.ppo(tiny_policy, lambda p, c: [1.0] * len(c), PROMPTS,
-                  config(tmp_path, total_updates=1, missing_eos_penalty=2.5, num_samples=4))  # fmt: skip
+    run = lab.ppo(
+        tiny_policy,
+        lambda p, c: [1.0] * len(c),
+        PROMPTS,
+        config(tmp_path, total_updates=1, missing_eos_penalty=2.5, num_samples=4),
+    )
     rows = [json.loads(line) for line in (tmp_path / "run" / "samples.jsonl").read_text().splitlines()]
     for row in rows:  # a random tiny model almost never samples EOS within 8 tokens
         assert row["score"] == pytest.approx(1.0 if row["ended"] else -1.5)
@@ -190,9 +220,23 @@ def test_a_learnable_toy_reward_rises_while_kl_stays_bounded(tmp_path):
     def spaced_words(prompts, completions):  # about the fraction of space-prefixed tokens
         return [min(1.0, c.count(" ") / 12) for c in completions]
 
-    run = lab.ppo(shared_direction_policy(), spaced_words, PROMPTS,
-                  config(tmp_path, total_updates=30, batch_size=8, mini_batch_size=8, ppo_epochs=4, max_new_tokens=12,
-                         learning_rate=1e-2, kl_coef=0.05, lr_scheduler_type="constant", num_samples=0))  # fmt: skip
+    run = lab.ppo(
+        shared_direction_policy(),
+        spaced_words,
+        PROMPTS,
+        config(
+            tmp_path,
+            total_updates=30,
+            batch_size=8,
+            mini_batch_size=8,
+            ppo_epochs=4,
+            max_new_tokens=12,
+            learning_rate=1e-2,
+            kl_coef=0.05,
+            lr_scheduler_type="constant",
+            num_samples=0,
+        ),
+    )
     scores = run.metrics["objective/scores"]
     first, last = scores.iloc[:5].mean(), scores.iloc[-5:].mean()
     assert last > first + 0.08, scores.round(3).tolist()
@@ -208,9 +252,7 @@ class PoisonValueHead(TrainerCallback):
 
 def test_nan_guard_skips_then_aborts_with_a_clear_error(tiny_policy, tmp_path):
     with pytest.raises(FloatingPointError, match=r"the advantages went non-finite.*3 updates in a row"):
-        lab.ppo(
-            tiny_policy, vowels, PROMPTS, config(tmp_path, total_updates=5), callbacks=[PoisonValueHead()]
-        )
+        lab.ppo(tiny_policy, vowels, PROMPTS, config(tmp_path, total_updates=5), callbacks=[PoisonValueHead()])
     rows = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     assert [r["train/skipped_nonfinite"] for r in rows] == [1.0, 1.0]
 
@@ -233,9 +275,21 @@ def test_separate_critic_starts_from_the_reward_model(tiny_policy, tiny_reward, 
 
 
 def test_adaptive_kl_moves_beta_and_early_stop_cuts_epochs(tiny_policy, tmp_path):
-    run = lab.ppo(tiny_policy, vowels, PROMPTS,
-                  config(tmp_path, total_updates=3, adaptive_kl=True, target_kl=1e-3, kl_horizon=10,
-                         learning_rate=1e-2, max_approx_kl=1e-12, ppo_epochs=3))  # fmt: skip
+    run = lab.ppo(
+        tiny_policy,
+        vowels,
+        PROMPTS,
+        config(
+            tmp_path,
+            total_updates=3,
+            adaptive_kl=True,
+            target_kl=1e-3,
+            kl_horizon=10,
+            learning_rate=1e-2,
+            max_approx_kl=1e-12,
+            ppo_epochs=3,
+        ),
+    )
     beta = run.metrics["objective/kl_coef"].tolist()
     assert beta[0] == pytest.approx(0.05) and beta[-1] != pytest.approx(0.05)
     assert run.metrics["policy/epochs"].tolist()[1:] == [1.0, 1.0]
@@ -251,16 +305,22 @@ class KillAfter(TrainerCallback):
 
 
 def test_killed_and_resumed_run_matches_an_uninterrupted_one(tiny_policy, tmp_path):
-    settings = dict(total_updates=4, save_every=2, normalize_rewards=True, adaptive_kl=True, target_kl=0.5,
-                    kl_horizon=100, learning_rate=1e-3)  # fmt: skip
+    settings = dict(
+        total_updates=4,
+        save_every=2,
+        normalize_rewards=True,
+        adaptive_kl=True,
+        target_kl=0.5,
+        kl_horizon=100,
+        learning_rate=1e-3,
+    )
     whole = lab.ppo(tiny_policy, vowels, PROMPTS, config(tmp_path, "whole", **settings))
     with pytest.raises(KeyboardInterrupt):
-        lab.ppo(
-            tiny_policy, vowels, PROMPTS, config(tmp_path, "killed", **settings), callbacks=[KillAfter(2)]
-        )
+        lab.ppo(tiny_policy, vowels, PROMPTS, config(tmp_path, "killed", **settings), callbacks=[KillAfter(2)])
     assert (tmp_path / "killed" / "checkpoints" / "update-000002" / "state.json").exists()
-    resumed = lab.ppo(tiny_policy, vowels, PROMPTS, config(tmp_path, "killed", **settings),
-                      resume_from=tmp_path / "killed")  # fmt: skip
+    resumed = lab.ppo(
+        tiny_policy, vowels, PROMPTS, config(tmp_path, "killed", **settings), resume_from=tmp_path / "killed"
+    )
     a, b = whole.metrics, resumed.metrics
     assert list(a["step"]) == list(b["step"]) == [1, 2, 3, 4]
     for column in a.columns:
@@ -288,10 +348,30 @@ def test_cli_ppo_runs_the_shipped_config_on_a_tiny_model(tmp_path):
     from pathlib import Path
 
     root = Path(__file__).resolve().parents[1]
-    cmd = [sys.executable, "-m", "rlhf_lab", "ppo", "--config", str(root / "configs" / "ppo.yaml"),
-           "--set", "model=tiny", "--set", "reward=task:concise", "--set", "data=task:concise",
-           "--set", f"output_dir={tmp_path / 'cli'}", "--set", "total_updates=1", "--set", "batch_size=4",
-           "--set", "max_new_tokens=6", "--set", "monitor=false"]  # fmt: skip
+    cmd = [
+        sys.executable,
+        "-m",
+        "rlhf_lab",
+        "ppo",
+        "--config",
+        str(root / "configs" / "ppo.yaml"),
+        "--set",
+        "model=tiny",
+        "--set",
+        "reward=task:concise",
+        "--set",
+        "data=task:concise",
+        "--set",
+        f"output_dir={tmp_path / 'cli'}",
+        "--set",
+        "total_updates=1",
+        "--set",
+        "batch_size=4",
+        "--set",
+        "max_new_tokens=6",
+        "--set",
+        "monitor=false",
+    ]
     out = subprocess.run(cmd, capture_output=True, text=True, timeout=300, cwd=tmp_path)
     assert out.returncode == 0, out.stderr[-2000:]
     assert "ppo run finished" in out.stdout and "objective/kl" in out.stdout

@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 from nbformat.v4 import new_code_cell, new_notebook
 
-from rlhf_lab import regress as rg
-from rlhf_lab.cli import main
-from rlhf_lab.regress import Check, Failure, NotebookRun, RegressError
+from rlhf_lab.cli.main import main
+from rlhf_lab.regress import baselines as rg
+from rlhf_lab.regress.baselines import Check, Failure, NotebookRun, RegressError
 
 
 def run(name, records=None, failure=None):
@@ -48,10 +48,7 @@ class TestCompareValue:
         assert rg.compare_value(spec, value)[0] is ok
 
     def test_the_reason_names_the_bound(self):
-        assert (
-            rg.compare_value({"value": 0.6, "direction": "at_least", "abs": 0.1}, 0.3)[1]
-            == "below the floor 0.5"
-        )
+        assert rg.compare_value({"value": 0.6, "direction": "at_least", "abs": 0.1}, 0.3)[1] == "below the floor 0.5"
         assert "off by +0.5" in rg.compare_value({"value": 1.0, "abs": 0.1}, 1.5)[1]
 
     def test_describe(self):
@@ -63,12 +60,16 @@ class TestCompareValue:
 
 class TestCompare:
     def test_statuses(self):
-        baselines = {"nb": {"acc": {"value": 0.8, "abs": 0.05}, "loss": {"value": 1.0, "rel": 0.1},
-                            "gone": {"value": 3}}}  # fmt: skip
+        baselines = {
+            "nb": {"acc": {"value": 0.8, "abs": 0.05}, "loss": {"value": 1.0, "rel": 0.1}, "gone": {"value": 3}}
+        }
         checks = rg.compare([run("nb", {"acc": 0.7, "loss": 1.05, "fresh": 2})], baselines)
         assert {c.metric: c.status for c in checks} == {
-            "acc": "REGRESSION", "loss": "pass", "gone": "MISSING", "fresh": "new",
-        }  # fmt: skip
+            "acc": "REGRESSION",
+            "loss": "pass",
+            "gone": "MISSING",
+            "fresh": "new",
+        }
         assert [c.metric for c in checks if c.failing] == ["acc", "gone"]
 
     def test_a_failed_or_silent_notebook_fails(self):
@@ -78,10 +79,14 @@ class TestCompare:
         assert "lab.record" in checks[1].detail
 
     def test_table_marks_failing_rows(self):
-        from rlhf_lab.regress_cli import format_table
+        from rlhf_lab.regress.runner import format_table
 
-        table = format_table([Check("nb", "acc", "REGRESSION", 0.7, {"value": 0.8, "abs": 0.05}, "off by -0.1"),
-                              Check("nb", "loss", "pass", 1.0, {"value": 1.0, "rel": 0.1})])  # fmt: skip
+        table = format_table(
+            [
+                Check("nb", "acc", "REGRESSION", 0.7, {"value": 0.8, "abs": 0.05}, "off by -0.1"),
+                Check("nb", "loss", "pass", 1.0, {"value": 1.0, "rel": 0.1}),
+            ]
+        )
         lines = table.splitlines()
         assert lines[0].split() == ["notebook", "metric", "baseline", "value", "check", "status"]
         assert lines[2].startswith("!") and "0.8" in lines[2] and "0.7" in lines[2] and "±0.05" in lines[2]
@@ -113,18 +118,30 @@ class TestBaselinesFile:
         assert str(path) in str(err.value)
 
     def test_update_keeps_tolerances_and_shows_the_diff(self):
-        old = {"ci": {"nb": {"acc": {"value": 0.8, "abs": 0.05}, "gone": {"value": 1},
-                             "kl": {"value": 2.0, "direction": "at_most"}, "win": {"value": 0.6, "direction": "at_least"}},
-                      "broken": {"x": {"value": 1}}}, "full": {"nb": {"acc": {"value": 0.9}}}}  # fmt: skip
+        old = {
+            "ci": {
+                "nb": {
+                    "acc": {"value": 0.8, "abs": 0.05},
+                    "gone": {"value": 1},
+                    "kl": {"value": 2.0, "direction": "at_most"},
+                    "win": {"value": 0.6, "direction": "at_least"},
+                },
+                "broken": {"x": {"value": 1}},
+            },
+            "full": {"nb": {"acc": {"value": 0.9}}},
+        }
         runs = [
             run("nb", {"acc": 0.8123456789, "steps": 8, "loss": 1.5, "kl": 0.25, "win": 0.4}),
             run("broken", failure=Failure("E", "", "")),
         ]
         new = rg.updated_baselines(old, "ci", runs)
-        assert new["ci"]["nb"] == {"acc": {"value": 0.812346, "abs": 0.05}, "loss": {"value": 1.5, "rel": rg.DEFAULT_REL},
-                                   "steps": {"value": 8},
-                                   "kl": {"value": 2.0, "direction": "at_most"},  # a met ceiling stays where it was
-                                   "win": {"value": 0.4, "direction": "at_least"}}  # a floor it broke moves  # fmt: skip
+        assert new["ci"]["nb"] == {
+            "acc": {"value": 0.812346, "abs": 0.05},
+            "loss": {"value": 1.5, "rel": rg.DEFAULT_REL},
+            "steps": {"value": 8},
+            "kl": {"value": 2.0, "direction": "at_most"},  # a met ceiling stays where it was
+            "win": {"value": 0.4, "direction": "at_least"},
+        }  # a floor it broke moves
         assert new["ci"]["broken"] == old["ci"]["broken"] and new["full"] == old["full"]
         text = rg.dump_baselines(new)
         assert json.loads(text) == new
@@ -155,7 +172,7 @@ class TestProfilesAndSelection:
             rg.load_profile(tmp_path / "profiles.yaml", "ci", tmp_path)
 
     def test_globs(self, tmp_path):
-        from rlhf_lab.regress_cli import select_notebooks
+        from rlhf_lab.regress.runner import select_notebooks
 
         for name in ("01_sft", "02_reward_model", "04_dpo"):
             write_notebook(tmp_path / f"{name}.ipynb", "x = 1", "pass")
@@ -188,9 +205,7 @@ class TestRecord:
         assert lab.record("x", 1) == 1 and lab.recorded()["x"] == 1
         assert list(tmp_path.iterdir()) == []
 
-    @pytest.mark.parametrize(
-        "value, error", [(math.nan, ValueError), ([1, 2], TypeError), ({"a": 1}, TypeError)]
-    )
+    @pytest.mark.parametrize("value, error", [(math.nan, ValueError), ([1, 2], TypeError), ({"a": 1}, TypeError)])
     def test_refuses_what_cannot_be_compared(self, value, error):
         with pytest.raises(error, match="Fix:"):
             rg.record("bad", value)
@@ -198,8 +213,10 @@ class TestRecord:
 
 def write_notebook(path, parameters: str, *cells: str) -> None:
     first = new_code_cell(parameters, metadata={"tags": ["parameters"]})
-    notebook = new_notebook(cells=[first, *(new_code_cell(c) for c in cells)],
-                            metadata={"kernelspec": {"name": "python3", "display_name": "Python 3", "language": "python"}})  # fmt: skip
+    notebook = new_notebook(
+        cells=[first, *(new_code_cell(c) for c in cells)],
+        metadata={"kernelspec": {"name": "python3", "display_name": "Python 3", "language": "python"}},
+    )
     nbformat.write(notebook, path)
 
 
@@ -208,8 +225,11 @@ def suite(tmp_path):
     """A notebooks folder with one tiny notebook, its CI profile and a baseline it meets."""
     folder = tmp_path / "notebooks"
     folder.mkdir()
-    write_notebook(folder / "tiny.ipynb", "x = 1\nlabel = 'a'",
-                   "import rlhf_lab as lab\nlab.record('double', x * 2.0)\nlab.record('label', label)")  # fmt: skip
+    write_notebook(
+        folder / "tiny.ipynb",
+        "x = 1\nlabel = 'a'",
+        "import rlhf_lab as lab\nlab.record('double', x * 2.0)\nlab.record('label', label)",
+    )
     (folder / "profiles.yaml").write_text("ci:\n  tiny: {x: 3, label: '<b>'}\n")
     (folder / "baselines.json").write_text(
         json.dumps({"ci": {"tiny": {"double": {"value": 6.0, "abs": 0.01}, "label": {"value": "<b>"}}}})
@@ -244,8 +264,7 @@ def test_regress_passes_then_a_perturbed_baseline_exits_1_with_a_readable_diff(s
     code, out = regress(suite, capsys, "--update-baselines")
     assert code == 0 and "regress passed (baselines updated)" in out
     assert (
-        '-      "double": {"value": 6.5, "abs": 0.01}' in out
-        and '+      "double": {"value": 6.0, "abs": 0.01}' in out
+        '-      "double": {"value": 6.5, "abs": 0.01}' in out and '+      "double": {"value": 6.0, "abs": 0.01}' in out
     )
     assert json.loads((suite / "baselines.json").read_text())["ci"]["tiny"]["double"] == {
         "value": 6.0,
@@ -289,6 +308,5 @@ def test_bad_input_is_one_clear_line(suite, capsys):
     write_notebook(suite / "new.ipynb", "x = 1", "pass")
     assert main(["regress", "--notebooks-dir", str(suite), "--out", str(suite.parent / "out")]) == 1
     assert (
-        "profile 'ci' has no entry for new. Fix: add 'new: {model: tiny, ...}' under 'ci:'"
-        in capsys.readouterr().err
+        "profile 'ci' has no entry for new. Fix: add 'new: {model: tiny, ...}' under 'ci:'" in capsys.readouterr().err
     )

@@ -19,14 +19,27 @@ from rlhf_lab.stages.dpo import DPO_LOSS_TYPES, DPOConfig, dpo
 
 # Learnable in a few steps: the chosen reply is always one short pattern, the rejected another. A short
 # system message replaces the template's default one: shorter sequences, faster tests.
-PREFS = [{"prompt": [{"role": "system", "content": "Be brief."}, {"role": "user", "content": f"Colour {i}?"}],
-          "chosen": "blue blue blue", "rejected": "red red red"} for i in range(16)]  # fmt: skip
+PREFS = [
+    {
+        "prompt": [{"role": "system", "content": "Be brief."}, {"role": "user", "content": f"Colour {i}?"}],
+        "chosen": "blue blue blue",
+        "rejected": "red red red",
+    }
+    for i in range(16)
+]
 PROBES = ["Colour 99?", "Hello there", "Colour 3?"]
 
 
 def make_config(tmp, name, **overrides) -> DPOConfig:
-    values = dict(output_dir=str(tmp / name), max_steps=6, learning_rate=1e-3, per_device_train_batch_size=4,
-                  logging_steps=1, num_samples=1, seed=0)  # fmt: skip
+    values = dict(
+        output_dir=str(tmp / name),
+        max_steps=6,
+        learning_rate=1e-3,
+        per_device_train_batch_size=4,
+        logging_steps=1,
+        num_samples=1,
+        seed=0,
+    )
     return DPOConfig(**{**values, **overrides})
 
 
@@ -75,9 +88,7 @@ def assert_same_outputs(a, b) -> None:
     ids = a.tokenizer(PROBES[0], return_tensors="pt").input_ids
     a.model.eval(), b.model.eval()  # a reloaded adapter comes back in train mode, with LoRA dropout on
     with torch.no_grad():
-        torch.testing.assert_close(
-            a.model(input_ids=ids).logits, b.model(input_ids=ids).logits, rtol=0, atol=0
-        )
+        torch.testing.assert_close(a.model(input_ids=ids).logits, b.model(input_ids=ids).logits, rtol=0, atol=0)
     for options in ({}, {"temperature": 1.0, "seed": 0}):
         texts = a.generate(PROBES, max_new_tokens=12, **options)
         assert texts == b.generate(PROBES, max_new_tokens=12, **options)
@@ -97,17 +108,16 @@ def caller():
 def full(caller, tmp_path_factory):
     before = snapshot(caller.model)
     result, watch, trainer, copies_before = run_watched(tmp_path_factory.mktemp("dpo"), "full", caller)
-    return dict(
-        result=result, watch=watch, trainer=trainer, copies_before=copies_before, caller_before=before
-    )
+    return dict(result=result, watch=watch, trainer=trainer, copies_before=copies_before, caller_before=before)
 
 
 @pytest.fixture(scope="module")
 def lora(full, tmp_path_factory):
     start = full["result"]  # a finished run as the starting point, as a notebook would chain stages
     before = snapshot(start.model)
-    result, watch, trainer, copies_before = run_watched(tmp_path_factory.mktemp("dpo"), "lora", start, lora=8,
-                                                        learning_rate=1e-2)  # fmt: skip
+    result, watch, trainer, copies_before = run_watched(
+        tmp_path_factory.mktemp("dpo"), "lora", start, lora=8, learning_rate=1e-2
+    )
     return dict(result=result, watch=watch, trainer=trainer, copies_before=copies_before, start_before=before)
 
 
@@ -140,9 +150,7 @@ class TestFullFineTuning:
         files = {p.name for p in result.output_dir.iterdir()}
         assert {"config.yaml", "metrics.jsonl", "samples.jsonl", "summary.json", "run.json", "model"} <= files
         assert (result.output_dir / "model" / "model.safetensors").exists()
-        samples = [
-            json.loads(line) for line in (result.output_dir / "samples.jsonl").read_text().splitlines()
-        ]
+        samples = [json.loads(line) for line in (result.output_dir / "samples.jsonl").read_text().splitlines()]
         assert len(samples) == 1 and isinstance(samples[0]["completion"], str)
         assert "forward" not in result.model.__dict__  # safe to deep-copy into the next stage
         assert from_yaml(DPOConfig, result.output_dir / "config.yaml").loss_type == ["sigmoid"]
@@ -202,9 +210,7 @@ class TestReferenceAndEval:
         # a reference that differs from the policy: the very first loss is no longer log(2)
         assert result.metrics["loss"].dropna().iloc[0] != pytest.approx(math.log(2), abs=1e-3)
         assert all(torch.equal(v, other.model.state_dict()[k]) for k, v in before.items())
-        assert "forward" not in other.model.__dict__ and all(
-            p.requires_grad for p in other.model.parameters()
-        )
+        assert "forward" not in other.model.__dict__ and all(p.requires_grad for p in other.model.parameters())
         # held-out pairs are scored once training ends, into the summary and metrics.jsonl
         assert math.isfinite(result.summary["eval"]["eval_loss"])
         assert "eval_rewards/accuracies" in result.summary["eval"]
@@ -213,9 +219,7 @@ class TestReferenceAndEval:
 
 class TestStartingFromAnAdapter:
     def test_retrains_its_adapter_against_a_frozen_copy_of_it(self, lora, tmp_path):
-        result = dpo(
-            lora["result"], PREFS, make_config(tmp_path, "again", max_steps=1, per_device_train_batch_size=2)
-        )
+        result = dpo(lora["result"], PREFS, make_config(tmp_path, "again", max_steps=1, per_device_train_batch_size=2))
         assert result.summary["reference"] == "frozen copy of the starting adapter"
         assert set(result.model.peft_config) == {"default"}  # TRL's "ref" adapter is not part of the result
         assert not (result.output_dir / "model" / "ref").exists()
@@ -244,9 +248,7 @@ class TestStartingFromAnAdapter:
 
 class TestLossTypes:
     def test_list_matches_the_losses_trls_trainer_implements(self):
-        implemented = set(
-            re.findall(r'loss_type == "(\w+)"', inspect.getsource(trl.DPOTrainer._compute_loss))
-        )
+        implemented = set(re.findall(r'loss_type == "(\w+)"', inspect.getsource(trl.DPOTrainer._compute_loss)))
         assert set(DPO_LOSS_TYPES) == implemented and len(DPO_LOSS_TYPES) >= 15
 
     @pytest.mark.parametrize("name", DPO_LOSS_TYPES)
@@ -254,16 +256,24 @@ class TestLossTypes:
         # label_smoothing > 0 is what exo_pair needs and robust allows; the others ignore it
         config = DPOConfig(output_dir=str(tmp_path), loss_type=name, label_smoothing=0.1)
         assert config.loss_type == [name]
-        assert from_dict(DPOConfig, {"output_dir": str(tmp_path), "loss_type": [name, "sigmoid"],
-                                     "label_smoothing": 0.1}).loss_type == [name, "sigmoid"]  # fmt: skip
+        assert from_dict(
+            DPOConfig, {"output_dir": str(tmp_path), "loss_type": [name, "sigmoid"], "label_smoothing": 0.1}
+        ).loss_type == [name, "sigmoid"]
 
     @pytest.mark.parametrize(
         "loss_type, weights",
         [("sigmoid", None), ("ipo", None), ("hinge", None), (["sigmoid", "sft"], [1.0, 0.2])],
     )
     def test_runs_and_logs_a_finite_loss(self, loss_type, weights, tmp_path):
-        config = make_config(tmp_path, "run", max_steps=2, per_device_train_batch_size=2, loss_type=loss_type,
-                             loss_weights=weights, num_samples=0)  # fmt: skip
+        config = make_config(
+            tmp_path,
+            "run",
+            max_steps=2,
+            per_device_train_batch_size=2,
+            loss_type=loss_type,
+            loss_weights=weights,
+            num_samples=0,
+        )
         result = dpo("tiny", PREFS[:4], config)
         losses = result.metrics["loss"].dropna().tolist()
         assert len(losses) == 2 and all(math.isfinite(x) for x in losses)
@@ -294,13 +304,16 @@ class TestBadConfig:
             ({"loss_type": ["sigmoid", "dpo"]}, r"loss_type: unknown 'dpo'.*apo_zero"),
             ({"beta": 0}, r"beta must be > 0.*got 0"),
             ({"beta": -0.1}, r"beta must be > 0"),
-            ({"loss_type": ["sigmoid", "ipo"], "loss_weights": [1.0]}, r"loss_weights has 1 weights but loss_type "
-                                                                       r"has 2 losses"),
+            (
+                {"loss_type": ["sigmoid", "ipo"], "loss_weights": [1.0]},
+                r"loss_weights has 1 weights but loss_type "
+                r"has 2 losses",
+            ),
             ({"batch_size": 6, "per_device_train_batch_size": 4}, r"batch_size=6 is not a multiple"),
             ({"loss_type": "exo_pair"}, r"'exo_pair' needs label_smoothing > 0"),
             ({"f_divergence_type": "kl"}, r"f_divergence_type: unknown 'kl'"),
         ],
-    )  # fmt: skip
+    )
     def test_rejected_before_any_model_loads(self, overrides, message, tmp_path, monkeypatch):
         refuse_to_load(monkeypatch)
         with pytest.raises(ConfigError, match=message):

@@ -20,14 +20,26 @@ from rlhf_lab.stages.kto import KTO_LOSS_TYPES, KTOConfig, kto, load_unpaired, u
 from rlhf_lab.starter import starter_data
 
 # Desirable replies are one pattern, undesirable another; labels alternate, so every batch has both.
-ROWS = [{"prompt": [{"role": "system", "content": "Be brief."}, {"role": "user", "content": f"Colour {i}?"}],
-         "completion": "blue blue blue" if i % 2 == 0 else "red red red", "label": i % 2 == 0}
-        for i in range(16)]  # fmt: skip
+ROWS = [
+    {
+        "prompt": [{"role": "system", "content": "Be brief."}, {"role": "user", "content": f"Colour {i}?"}],
+        "completion": "blue blue blue" if i % 2 == 0 else "red red red",
+        "label": i % 2 == 0,
+    }
+    for i in range(16)
+]
 
 
 def make_config(tmp, name, **overrides) -> KTOConfig:
-    values = dict(output_dir=str(tmp / name), max_steps=6, learning_rate=1e-3, per_device_train_batch_size=4,
-                  logging_steps=1, num_samples=1, seed=0)  # fmt: skip
+    values = dict(
+        output_dir=str(tmp / name),
+        max_steps=6,
+        learning_rate=1e-3,
+        per_device_train_batch_size=4,
+        logging_steps=1,
+        num_samples=1,
+        seed=0,
+    )
     return KTOConfig(**{**values, **overrides})
 
 
@@ -61,9 +73,7 @@ class TestFullFineTuning:
         assert losses[0] == pytest.approx(0.5, abs=1e-3)  # 1 - sigmoid(0): policy == reference at step 1
         assert losses[-1] < losses[0] - 0.04
         summary = result.summary
-        assert (
-            summary["rewards/chosen"] > 0 > summary["rewards/rejected"] and summary["rewards/margins"] > 0.1
-        )
+        assert summary["rewards/chosen"] > 0 > summary["rewards/rejected"] and summary["rewards/margins"] > 0.1
         assert (summary["loss_type"], summary["desirable"], summary["undesirable"]) == ("kto", 8, 8)
 
     def test_every_trainable_parameter_changed(self, full):
@@ -122,9 +132,7 @@ class TestStarterData:
         rows = unpair(pairs)
         assert len(rows) == 2 * len(pairs) and sum(r["label"] for r in rows) == len(pairs)
         chosen = {(json.dumps(p["prompt"]), json.dumps(p["chosen"])) for p in pairs}
-        assert all(
-            (json.dumps(r["prompt"]), json.dumps(r["completion"])) in chosen for r in rows if r["label"]
-        )
+        assert all((json.dumps(r["prompt"]), json.dumps(r["completion"])) in chosen for r in rows if r["label"])
         # KTO's KL term pairs each prompt with the previous row's completion: it must be a different prompt
         assert all(a["prompt"] != b["prompt"] for a, b in zip(rows, rows[1:]))
         assert all(a["label"] != b["label"] for a, b in zip(rows[:100], rows[1:100]))
@@ -147,8 +155,9 @@ class TestLossTypes:
 
     def test_apo_zero_unpaired_runs_without_a_kl_batch(self, tmp_path):
         # no KL term, so a batch of one is fine here (it is not for "kto")
-        config = make_config(tmp_path, "apo", loss_type="apo_zero_unpaired", per_device_train_batch_size=1,
-                             max_steps=2, num_samples=0)  # fmt: skip
+        config = make_config(
+            tmp_path, "apo", loss_type="apo_zero_unpaired", per_device_train_batch_size=1, max_steps=2, num_samples=0
+        )
         result = kto("tiny", ROWS[:4], config)
         losses = result.metrics["loss"].dropna().tolist()
         assert len(losses) == 2 and all(math.isfinite(x) for x in losses)

@@ -37,8 +37,16 @@ def marker_pairs(n: int, seed: int) -> list[dict]:
 
 
 def tiny_config(tmp_path, name: str, **overrides) -> RewardConfig:
-    values = dict(output_dir=str(tmp_path / name), learning_rate=1e-3, num_train_epochs=3,
-                  per_device_train_batch_size=8, logging_steps=1, bf16=False, seed=0, disable_tqdm=True)  # fmt: skip
+    values = dict(
+        output_dir=str(tmp_path / name),
+        learning_rate=1e-3,
+        num_train_epochs=3,
+        per_device_train_batch_size=8,
+        logging_steps=1,
+        bf16=False,
+        seed=0,
+        disable_tqdm=True,
+    )
     return RewardConfig(**{**values, **overrides})
 
 
@@ -60,8 +68,9 @@ def trained(tmp_path_factory):
     before = {k: v.clone() for k, v in policy.model.state_dict().items()}
     snapshot = Snapshot()
     train, test = marker_pairs(64, seed=0), marker_pairs(40, seed=1)
-    run = train_reward_model(policy, train, tiny_config(tmp_path_factory.mktemp("rm"), "run"), callbacks=[snapshot],
-                             eval_data=test)  # fmt: skip
+    run = train_reward_model(
+        policy, train, tiny_config(tmp_path_factory.mktemp("rm"), "run"), callbacks=[snapshot], eval_data=test
+    )
     return {
         "run": run,
         "policy": policy,
@@ -75,9 +84,7 @@ def trained(tmp_path_factory):
 class TestTraining:
     def test_loss_drops(self, trained):
         losses = trained["run"].metrics["loss"].dropna().tolist()
-        assert losses[0] == pytest.approx(
-            np.log(2), abs=0.05
-        )  # a fresh head scores both sides about the same
+        assert losses[0] == pytest.approx(np.log(2), abs=0.05)  # a fresh head scores both sides about the same
         assert np.mean(losses[-3:]) < 0.2 < losses[0]
 
     def test_every_trainable_parameter_changed(self, trained):
@@ -106,15 +113,10 @@ class TestTraining:
         assert isinstance(run, RewardRun) and isinstance(run.bundle, RewardModel)
         good, bad = run(["Describe item 9."] * 2, ["an excellent green table", "a green table chair"])
         assert good > bad
-        assert run.score(["Describe item 9."], ["excellent"]) == run.bundle.score(
-            ["Describe item 9."], ["excellent"]
-        )
+        assert run.score(["Describe item 9."], ["excellent"]) == run.bundle.score(["Describe item 9."], ["excellent"])
 
     def test_samples_are_held_out_pairs_with_rewards(self, trained):
-        rows = [
-            json.loads(line)
-            for line in (trained["run"].output_dir / "samples.jsonl").read_text().splitlines()
-        ]
+        rows = [json.loads(line) for line in (trained["run"].output_dir / "samples.jsonl").read_text().splitlines()]
         assert len(rows) == 32  # num_samples
         test = trained["test"]
         assert [r["chosen"] for r in rows] == [t["chosen"] for t in test[:32]]
@@ -145,22 +147,32 @@ class TestNormalization:
             run.bundle.tokenizer.apply_chat_template(
                 [{"role": "user", "content": prompts[0]}, {"role": "assistant", "content": texts[0]}], tokenize=False
             ),
-            return_tensors="pt", add_special_tokens=False,
-        )  # fmt: skip
+            return_tensors="pt",
+            add_special_tokens=False,
+        )
         with torch.no_grad():
             raw = run.model(**batch).logits[0, 0].item()
         assert run([prompts[0]], [texts[0]])[0] == pytest.approx(raw, abs=1e-5)
 
 
 def scored_pairs(n: int = 4) -> list[dict]:
-    return [{"prompt": f"Q{i}", "chosen": f"good answer {i}", "rejected": f"bad {i}",
-             "score_chosen": 2.0 + i, "score_rejected": 1.0} for i in range(n)]  # fmt: skip
+    return [
+        {
+            "prompt": f"Q{i}",
+            "chosen": f"good answer {i}",
+            "rejected": f"bad {i}",
+            "score_chosen": 2.0 + i,
+            "score_rejected": 1.0,
+        }
+        for i in range(n)
+    ]
 
 
 def first_step_loss(tmp_path, name, rows, backbone="tiny", **overrides) -> float:
     """The loss TRL logs for one step over all `rows` in a single batch (before the update)."""
-    config = tiny_config(tmp_path, name, max_steps=1, per_device_train_batch_size=len(rows), eval_fraction=0,
-                         num_samples=0, **overrides)  # fmt: skip
+    config = tiny_config(
+        tmp_path, name, max_steps=1, per_device_train_batch_size=len(rows), eval_fraction=0, num_samples=0, **overrides
+    )
     return train_reward_model(backbone, rows, config).metrics["loss"].iloc[0]
 
 
@@ -197,8 +209,14 @@ class TestLossVariants:
 class TestEnsemble:
     @pytest.fixture(scope="class")
     def ensemble(self, tmp_path_factory):
-        config = tiny_config(tmp_path_factory.mktemp("ens"), "ens", num_train_epochs=1, ensemble=2,
-                             ensemble_aggregate="mean_minus_std", ensemble_lambda=0.5)  # fmt: skip
+        config = tiny_config(
+            tmp_path_factory.mktemp("ens"),
+            "ens",
+            num_train_epochs=1,
+            ensemble=2,
+            ensemble_aggregate="mean_minus_std",
+            ensemble_lambda=0.5,
+        )
         return train_reward_model("tiny", marker_pairs(32, seed=0), config, eval_data=marker_pairs(8, seed=1))
 
     def test_members_are_separate_runs_with_their_own_seeds(self, ensemble):
@@ -274,9 +292,7 @@ class TestBadInput:
 
     def test_eval_fraction_that_holds_out_everything(self, tmp_path, no_models):
         with pytest.raises(ConfigError, match="holds out every one"):
-            train_reward_model(
-                "tiny", marker_pairs(2, seed=0), tiny_config(tmp_path, "f", eval_fraction=0.99)
-            )
+            train_reward_model("tiny", marker_pairs(2, seed=0), tiny_config(tmp_path, "f", eval_fraction=0.99))
 
 
 class TestHeldOutSplit:

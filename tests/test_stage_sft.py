@@ -14,13 +14,22 @@ from rlhf_lab.stages.sft import PROBES, SFTConfig, sft, training_chat_template
 
 # a learnable toy set: the answer repeats a word taken from the question
 WORDS = ["apple", "river", "stone", "cloud", "tiger", "piano", "lemon", "candle"]
-DEMOS = [{"messages": [{"role": "user", "content": f"Repeat {w} ({i})."}, {"role": "assistant", "content": f"{w} {w} {w}"}]}
-         for i, w in enumerate(WORDS * 3)]  # fmt: skip
+DEMOS = [
+    {"messages": [{"role": "user", "content": f"Repeat {w} ({i})."}, {"role": "assistant", "content": f"{w} {w} {w}"}]}
+    for i, w in enumerate(WORDS * 3)
+]
 
 
 def config(tmp_path, name="run", **overrides):
-    values = dict(output_dir=str(tmp_path / name), max_steps=24, learning_rate=3e-3, per_device_train_batch_size=8,
-                  logging_steps=4, num_samples=2, seed=0)  # fmt: skip
+    values = dict(
+        output_dir=str(tmp_path / name),
+        max_steps=24,
+        learning_rate=3e-3,
+        per_device_train_batch_size=8,
+        logging_steps=4,
+        num_samples=2,
+        seed=0,
+    )
     return SFTConfig(**{**values, **overrides})
 
 
@@ -45,15 +54,19 @@ def test_loss_drops_and_every_parameter_changes(trained, tiny_policy):
 def test_run_folder_is_complete(trained):
     run, _ = trained
     folder = run.output_dir
-    assert {p.name for p in folder.iterdir()} >= {"config.yaml", "metrics.jsonl", "summary.json", "samples.jsonl",
-                                                   "run.json", "model"}  # fmt: skip
+    assert {p.name for p in folder.iterdir()} >= {
+        "config.yaml",
+        "metrics.jsonl",
+        "summary.json",
+        "samples.jsonl",
+        "run.json",
+        "model",
+    }
     assert (folder / "model" / "model.safetensors").exists() and not list(folder.rglob("*.bin"))
     rows = [json.loads(line) for line in (folder / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in rows if "loss" in r] == [4, 8, 12, 16, 20, 24]
     summary = json.loads((folder / "summary.json").read_text())
-    assert (
-        summary["stage"] == "sft" and summary["steps"] == 24 and summary["final"]["loss"] == rows[-2]["loss"]
-    )
+    assert summary["stage"] == "sft" and summary["steps"] == 24 and summary["final"]["loss"] == rows[-2]["loss"]
     samples = [json.loads(line) for line in (folder / "samples.jsonl").read_text().splitlines()]
     assert len(samples) == 2 and all("completion" in s for s in samples)
     # config.yaml round-trips into the same config
@@ -78,8 +91,9 @@ def test_training_template_renders_the_same_and_masks_only_the_assistant(tiny_po
         assert tok.apply_chat_template(conversation, tokenize=False) == tok.apply_chat_template(
             conversation, tokenize=False, chat_template=template
         )
-    out = tok.apply_chat_template(PROBES[1], tokenize=True, return_dict=True, return_assistant_tokens_mask=True,
-                                  chat_template=template)  # fmt: skip
+    out = tok.apply_chat_template(
+        PROBES[1], tokenize=True, return_dict=True, return_assistant_tokens_mask=True, chat_template=template
+    )
     kept = [i for i, m in zip(out["input_ids"], out["assistant_masks"]) if m]
     assert tok.decode(kept) == "a1<|im_end|>a2<|im_end|>"
 
@@ -89,9 +103,7 @@ def test_lora_saves_adapters_only_and_reloads(tmp_path, tiny_policy):
     trainable = [n for n, p in run.model.named_parameters() if p.requires_grad]
     assert trainable and all("lora_" in n for n in trainable)
     model_dir = run.output_dir / "model"
-    assert (model_dir / "adapter_model.safetensors").exists() and not (
-        model_dir / "model.safetensors"
-    ).exists()
+    assert (model_dir / "adapter_model.safetensors").exists() and not (model_dir / "model.safetensors").exists()
     again = load_run(run.output_dir)
     prompt = ["Repeat stone (7)."]
     assert again.bundle.generate(prompt, max_new_tokens=6) == run.bundle.generate(prompt, max_new_tokens=6)
@@ -136,10 +148,7 @@ def test_every_run_has_a_monitor_unless_switched_off(trained, tmp_path, tiny_pol
     run, _ = trained
     html = (run.output_dir / "monitor.html").read_text()
     assert "plotly" in html.lower() and "mean_token_accuracy" in html
-    assert (
-        run.summary["alerts"] == []
-        and json.loads((run.output_dir / "summary.json").read_text())["alerts"] == []
-    )
+    assert run.summary["alerts"] == [] and json.loads((run.output_dir / "summary.json").read_text())["alerts"] == []
     quiet = sft(tiny_policy, DEMOS, config(tmp_path, max_steps=2, num_samples=0, monitor=False))
     assert not (quiet.output_dir / "monitor.html").exists() and "alerts" not in quiet.summary
 
@@ -153,8 +162,9 @@ def test_a_copy_of_the_trained_model_runs_its_own_weights(tiny_policy, tmp_path)
         {"messages": [{"role": "user", "content": f"Hi {i}"}, {"role": "assistant", "content": "Hello"}]}
         for i in range(4)
     ]
-    config = SFTConfig(output_dir=str(tmp_path / "sft"), max_steps=1, per_device_train_batch_size=2, num_samples=0,
-                       monitor=False)  # fmt: skip
+    config = SFTConfig(
+        output_dir=str(tmp_path / "sft"), max_steps=1, per_device_train_batch_size=2, num_samples=0, monitor=False
+    )
     run = sft(tiny_policy, data, config)
     clone = copy.deepcopy(run.model)
     with torch.no_grad():

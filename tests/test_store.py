@@ -8,10 +8,10 @@ import threading
 
 import pytest
 
-from rlhf_lab import prefs_cli
+from rlhf_lab.cli import prefs as prefs_cli
 from rlhf_lab.data import DataError, load_preferences, load_ratings
-from rlhf_lab.store import PreferenceStore, SchemaVersionError
-from rlhf_lab.store import core as store_module
+from rlhf_lab.labeling.store import PreferenceStore, SchemaVersionError
+from rlhf_lab.labeling.store import core as store_module
 
 
 @pytest.fixture
@@ -31,9 +31,7 @@ def event_count(store):
 
 def rows(dataset):
     """Exported rows as plain (prompt, chosen, rejected) texts."""
-    return [
-        (r["prompt"][-1]["content"], r["chosen"][0]["content"], r["rejected"][0]["content"]) for r in dataset
-    ]
+    return [(r["prompt"][-1]["content"], r["chosen"][0]["content"], r["rejected"][0]["content"]) for r in dataset]
 
 
 class TestSchema:
@@ -54,9 +52,7 @@ class TestSchema:
         versions = sqlite3.connect(tmp_path / "labels.sqlite").execute("SELECT version FROM schema_version")
         assert [v for (v,) in versions] == [1]
 
-    def test_a_v1_store_is_upgraded_by_a_later_migration_exactly_once(
-        self, tmp_path, pair, store, monkeypatch
-    ):
+    def test_a_v1_store_is_upgraded_by_a_later_migration_exactly_once(self, tmp_path, pair, store, monkeypatch):
         store.label(pair, "B", "ana")
         store.close()
         later = {**store_module.MIGRATIONS, 2: ["CREATE TABLE notes (item_id TEXT, note TEXT)"]}
@@ -143,9 +139,7 @@ class TestItems:
 
     def test_add_items_is_all_or_nothing(self, store):
         with pytest.raises(ValueError, match=r"items\[1\]\.responses\[1\] is identical"):
-            store.add_items(
-                [{"prompt": "Q1?", "responses": ["a", "b"]}, {"prompt": "Q2?", "responses": ["c", "c"]}]
-            )
+            store.add_items([{"prompt": "Q1?", "responses": ["a", "b"]}, {"prompt": "Q2?", "responses": ["c", "c"]}])
         assert store.items() == []
         assert len(store.add_items([{"prompt": "Q1?", "responses": ["a", "b"]}])) == 1
 
@@ -322,8 +316,12 @@ class TestQueue:
         store.undo("bob")
         stats = store.stats()
         assert {k: stats[k] for k in ("items", "labeled_items", "events", "label_events", "undo_events")} == {
-            "items": 2, "labeled_items": 1, "events": 4, "label_events": 3, "undo_events": 1,
-        }  # fmt: skip
+            "items": 2,
+            "labeled_items": 1,
+            "events": 4,
+            "label_events": 3,
+            "undo_events": 1,
+        }
         assert stats["decisions"] == {"A": 1, "B": 0, "tie": 0, "both_bad": 0, "skip": 1, "ranking": 0}
         ana = stats["annotators"]["ana"]
         assert (ana["labeled"], ana["skipped"], ana["events"], ana["pending"]) == (1, 1, 2, 0)
@@ -404,11 +402,15 @@ class TestExports:
         unpaired = store.to_unpaired()
         got = [(r["prompt"][-1]["content"], r["completion"][0]["content"], r["label"]) for r in unpaired]
         assert got == [
-            ("p?", "p A.", True), ("p?", "p B.", False),
-            ("q?", "q A.", False), ("q?", "q B.", True),
-            ("t?", "t A.", False), ("t?", "t B.", False),  # both_bad: two negatives
-            ("Rank.", "Two.", False), ("Rank.", "Three.", True),
-        ]  # fmt: skip
+            ("p?", "p A.", True),
+            ("p?", "p B.", False),
+            ("q?", "q A.", False),
+            ("q?", "q B.", True),
+            ("t?", "t A.", False),
+            ("t?", "t B.", False),  # both_bad: two negatives
+            ("Rank.", "Two.", False),
+            ("Rank.", "Three.", True),
+        ]
         assert unpaired.column_names == ["prompt", "completion", "label"]
         assert load_ratings(unpaired)["label"] == [g[2] for g in got]
 
@@ -477,10 +479,7 @@ class TestImport:
     def test_a_bad_file_raises_and_writes_nothing(self, tmp_path, store):
         path = tmp_path / "bad.jsonl"
         path.write_text(
-            json.dumps(self.PAIRS[0])
-            + "\n"
-            + json.dumps({"prompt": "x", "chosen": "", "rejected": "y"})
-            + "\n"
+            json.dumps(self.PAIRS[0]) + "\n" + json.dumps({"prompt": "x", "chosen": "", "rejected": "y"}) + "\n"
         )
         with pytest.raises(DataError, match="bad.jsonl, line 2.*'chosen'"):
             store.import_file(path)
@@ -567,9 +566,7 @@ class TestPrefsCli:
         # Q0 (A, A): a positive and a negative; Q1 level; Q2 a tie: nothing
         assert "wrote 2 unpaired rows" in prefs_cli.export(path, tmp_path / "kto.jsonl", kind="unpaired")
         fresh = tmp_path / "fresh.sqlite"
-        assert "1 pairs -> 1 items (1 new), 1 labels written" in prefs_cli.import_file(
-            fresh, out, annotator="x"
-        )
+        assert "1 pairs -> 1 items (1 new), 1 labels written" in prefs_cli.import_file(fresh, out, annotator="x")
 
     def test_agreement(self, path):
         text = prefs_cli.agreement(path)

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from rlhf_lab.store import PreferenceStore
+from rlhf_lab.labeling.store import PreferenceStore
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -22,7 +22,7 @@ WORKER = textwrap.dedent(
     """
     import sys
     import time
-    from rlhf_lab.store import PreferenceStore
+    from rlhf_lab.labeling.store import PreferenceStore
 
     path, annotator, count = sys.argv[1], sys.argv[2], int(sys.argv[3])
     store = PreferenceStore(path)
@@ -60,9 +60,7 @@ def go(*workers):
 
 def seeded_store(path, n_items=20):
     with PreferenceStore(path) as store:
-        store.add_items(
-            [{"prompt": f"Question {i}?", "responses": [f"Yes {i}.", f"No {i}."]} for i in range(n_items)]
-        )
+        store.add_items([{"prompt": f"Question {i}?", "responses": [f"Yes {i}.", f"No {i}."]} for i in range(n_items)])
 
 
 def integrity(path):

@@ -7,9 +7,10 @@ import numpy as np
 import pytest
 
 import rlhf_lab as lab
-from rlhf_lab.panels import LabelingPanel
-from rlhf_lab.store import PreferenceStore
-from rlhf_lab.tasks import ArithmeticTask, ConciseTask, SimulatedAnnotator, label_pairs, preference_dataset
+from rlhf_lab.labeling.annotator import SimulatedAnnotator, label_pairs, preference_dataset
+from rlhf_lab.labeling.panel import LabelingPanel
+from rlhf_lab.labeling.store import PreferenceStore
+from rlhf_lab.tasks import ArithmeticTask, ConciseTask
 
 VOLCANO = "What is a volcano? Answer in one short sentence that uses the words 'lava' and 'eruption'."
 SUM = "What is 7 + 5? Reply with the number only."
@@ -70,7 +71,14 @@ class TestTasks:
         from rlhf_lab.tasks import stem
 
         assert [stem(w) for w in ("eruption", "plants", "measure", "slowly", "ice", "lava", "pumps")] == [
-            "erupt", "plant", "measur", "slow", "ice", "lava", "pump"]  # fmt: skip
+            "erupt",
+            "plant",
+            "measur",
+            "slow",
+            "ice",
+            "lava",
+            "pump",
+        ]
 
     def test_gold_reads_strings_conversations_and_rows(self):
         task = lab.task("concise")
@@ -86,11 +94,20 @@ class TestTasks:
     @pytest.mark.parametrize(
         "prompt, completion, expected",
         [
-            (SUM, "12", 1.0), (SUM, " **12**.\n", 1.0), (SUM, '"12"', 1.0), (SUM, "7 + 5 = 12.", 0.5),
-            (SUM, "12 apples and 3 pears", 0.0), (SUM, "13", 0.0), (SUM, "112", 0.0), (DIFF, "12", 1.0),
-            (DIFF, "The answer is 12", 0.5), (DIFF, "15 - 3", 0.0), (DIFF, "-12", 0.0), (DIFF, "`12`", 1.0),
+            (SUM, "12", 1.0),
+            (SUM, " **12**.\n", 1.0),
+            (SUM, '"12"', 1.0),
+            (SUM, "7 + 5 = 12.", 0.5),
+            (SUM, "12 apples and 3 pears", 0.0),
+            (SUM, "13", 0.0),
+            (SUM, "112", 0.0),
+            (DIFF, "12", 1.0),
+            (DIFF, "The answer is 12", 0.5),
+            (DIFF, "15 - 3", 0.0),
+            (DIFF, "-12", 0.0),
+            (DIFF, "`12`", 1.0),
         ],
-    )  # fmt: skip
+    )
     def test_arithmetic_gold(self, prompt, completion, expected):
         assert lab.task("arithmetic").gold(prompt, completion) == expected
 
@@ -102,10 +119,10 @@ class TestTasks:
             lab.task("arithmetic").gold(VOLCANO, "12")
 
     def test_task_is_a_batch_reward(self):
-        from rlhf_lab.stages.ppo.rewards import make_reward_fn
+        from rlhf_lab.rewards import as_scorer
 
         task = lab.task("arithmetic")
-        scores = make_reward_fn(task)([SUM, SUM, DIFF], ["12", "7 + 5 = 12", "3"])
+        scores = as_scorer(task)([SUM, SUM, DIFF], ["12", "7 + 5 = 12", "3"])
         assert scores.tolist() == [1.0, 0.5, 0.0]
         with pytest.raises(ValueError, match="2 prompts but 1 completions"):
             task([SUM, SUM], ["12"])
@@ -124,15 +141,11 @@ class TestAnnotator:
         assert annotator.label(["p"] * 4, ["1", "0", "0.5", "0.2"], ["0", "1", "0.5", "0.21"]) == labels
 
     def test_ties_false_flips_a_fair_coin_on_equal_gold(self):
-        labels = SimulatedAnnotator(by_value, temperature=0, ties=False).label(
-            ["p"] * 4000, ["1"] * 4000, ["1"] * 4000
-        )
+        labels = SimulatedAnnotator(by_value, temperature=0, ties=False).label(["p"] * 4000, ["1"] * 4000, ["1"] * 4000)
         assert set(labels) == {"A", "B"} and abs(labels.count("A") / 4000 - 0.5) < 0.03
 
     def test_large_temperature_is_a_coin_flip(self):
-        labels = SimulatedAnnotator(by_value, temperature=1e6, seed=1).label(
-            ["p"] * 4000, ["1"] * 4000, ["0"] * 4000
-        )
+        labels = SimulatedAnnotator(by_value, temperature=1e6, seed=1).label(["p"] * 4000, ["1"] * 4000, ["0"] * 4000)
         assert abs(labels.count("A") / 4000 - 0.5) < 0.03
 
     @pytest.mark.parametrize("temperature", [0.1, 0.5])
@@ -171,15 +184,17 @@ class TestAnnotator:
             annotator.choice({"prompt": SUM, "responses": ["12"]})
 
     def test_labels_a_panel_headless(self, tmp_path):
-        items = [{"prompt": SUM, "responses": ["12", "13"]}, {"prompt": DIFF, "responses": ["11", "12"]},
-                 {"prompt": SUM, "responses": ["7 + 5 = 12", "12"]}, {"prompt": DIFF, "responses": ["12!", "12"]}]  # fmt: skip
+        items = [
+            {"prompt": SUM, "responses": ["12", "13"]},
+            {"prompt": DIFF, "responses": ["11", "12"]},
+            {"prompt": SUM, "responses": ["7 + 5 = 12", "12"]},
+            {"prompt": DIFF, "responses": ["12!", "12"]},
+        ]
         with PreferenceStore(tmp_path / "labels.sqlite") as store:
             panel = LabelingPanel(store, items, annotator="sim")
             assert SimulatedAnnotator("arithmetic", temperature=0).label_panel(panel) == 4
             assert panel.done
-            prompts = {
-                item.id: (item.prompt_text, [r.text for r in item.responses]) for item in store.items()
-            }
+            prompts = {item.id: (item.prompt_text, [r.text for r in item.responses]) for item in store.items()}
             got = {prompts[i][1][0]: by["sim"] for i, by in store.decisions(["sim"]).items()}
         assert got == {"12": "A", "11": "B", "7 + 5 = 12": "B", "12!": "tie"}
 
@@ -187,8 +202,9 @@ class TestAnnotator:
 class TestPreferenceSets:
     def test_label_pairs_orders_by_the_label_and_drops_ties(self):
         annotator = SimulatedAnnotator(by_value, temperature=0)
-        data = label_pairs(["p1", "p2", "p3", "p4", "p5"], ["1", "2", "0.5", "3", " "], ["2", "1", "0.5", "3", "1"],
-                           annotator)  # fmt: skip
+        data = label_pairs(
+            ["p1", "p2", "p3", "p4", "p5"], ["1", "2", "0.5", "3", " "], ["2", "1", "0.5", "3", "1"], annotator
+        )
         assert data.column_names == ["prompt", "chosen", "rejected", "gold_chosen", "gold_rejected"]
         assert data["prompt"] == [[{"role": "user", "content": "p1"}], [{"role": "user", "content": "p2"}]]
         assert [c[0]["content"] for c in data["chosen"]] == ["2", "2"]
@@ -196,9 +212,7 @@ class TestPreferenceSets:
         assert data["gold_chosen"] == [2.0, 2.0] and data["gold_rejected"] == [1.0, 1.0]
 
     def test_noisy_labels_sometimes_choose_the_worse(self):
-        data = label_pairs(
-            ["p"] * 400, ["0.1"] * 400, ["0"] * 400, SimulatedAnnotator(by_value, temperature=0.1)
-        )
+        data = label_pairs(["p"] * 400, ["0.1"] * 400, ["0"] * 400, SimulatedAnnotator(by_value, temperature=0.1))
         flipped = sum(c < r for c, r in zip(data["gold_chosen"], data["gold_rejected"]))
         assert abs(flipped / 400 - 1 / (1 + math.e)) < 0.06  # P(worse chosen) = sigmoid(-1)
 
@@ -207,20 +221,29 @@ class TestPreferenceSets:
         prompts = lab.task("concise").prompts("train")[:4]
         data = preference_dataset(tiny_policy, prompts, annotator, n_pairs=6, max_new_tokens=6, batch_size=4)
         assert len(data) == 6
-        assert all(
-            len(c[0]["content"]) > len(r[0]["content"]) for c, r in zip(data["chosen"], data["rejected"])
+        assert all(len(c[0]["content"]) > len(r[0]["content"]) for c, r in zip(data["chosen"], data["rejected"]))
+        again = preference_dataset(
+            tiny_policy, prompts, SimulatedAnnotator(lambda p, c: len(c)), n_pairs=6, max_new_tokens=6, batch_size=4
         )
-        again = preference_dataset(tiny_policy, prompts, SimulatedAnnotator(lambda p, c: len(c)), n_pairs=6,
-                                   max_new_tokens=6, batch_size=4)  # fmt: skip
         assert again["chosen"] == data["chosen"]  # seeded samples and labels: the same set
-        config = lab.RewardConfig(output_dir=str(tmp_path / "rm"), max_steps=2, per_device_train_batch_size=2,
-                                  learning_rate=1e-3, bf16=False, logging_steps=1, eval_fraction=0,
-                                  num_samples=0, monitor=False, disable_tqdm=True)  # fmt: skip
+        config = lab.RewardConfig(
+            output_dir=str(tmp_path / "rm"),
+            max_steps=2,
+            per_device_train_batch_size=2,
+            learning_rate=1e-3,
+            bf16=False,
+            logging_steps=1,
+            eval_fraction=0,
+            num_samples=0,
+            monitor=False,
+            disable_tqdm=True,
+        )
         run = lab.train_reward_model("tiny", data, config)
         assert run.summary["train_pairs"] == 6 and run.summary["steps"] == 2
         assert len(run(prompts[:2], ["a", "b"])) == 2
 
     def test_says_when_every_pair_ties(self, tiny_policy):
         with pytest.raises(ValueError, match="only 0 of 3 pairs.*ties=False"):
-            preference_dataset(tiny_policy, ["hi"], SimulatedAnnotator(lambda p, c: 0.0), n_pairs=3,
-                               max_new_tokens=2, max_rounds=2)  # fmt: skip
+            preference_dataset(
+                tiny_policy, ["hi"], SimulatedAnnotator(lambda p, c: 0.0), n_pairs=3, max_new_tokens=2, max_rounds=2
+            )

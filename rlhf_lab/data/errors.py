@@ -171,9 +171,7 @@ class Collector:
         self.report.problems.extend(table.problems)
 
     def reject(self, row: Row, issues: list[Issue]) -> None:
-        self.report.problems.extend(
-            Problem(row.source, row.location, i.field, i.problem, i.fix) for i in issues
-        )
+        self.report.problems.extend(Problem(row.source, row.location, i.field, i.problem, i.fix) for i in issues)
 
     def keep(self) -> None:
         self.report.kept += 1

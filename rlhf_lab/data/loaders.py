@@ -82,9 +82,7 @@ def load_preferences(
         raise ValueError(f"pairing={pairing!r} is not one of {', '.join(PAIRINGS)}")
     if min_margin < 0:
         raise ValueError(f"min_margin must be >= 0, got {min_margin}")
-    return _load(
-        "preference", source, strict, split, lambda rows, c: build_preferences(rows, c, pairing, min_margin)
-    )
+    return _load("preference", source, strict, split, lambda rows, c: build_preferences(rows, c, pairing, min_margin))
 
 
 def load_ratings(
@@ -281,7 +279,5 @@ def _build_ratings(rows: list[Row], collector: Collector, threshold: float | Non
         for example in unlabelled:
             example["label"] = example["score"] >= cut
         how = "the median score" if threshold is None else "the given threshold"
-        collector.note(
-            f"{len(unlabelled)} row(s) labelled from scores: desirable when score >= {cut:g} ({how})"
-        )
+        collector.note(f"{len(unlabelled)} row(s) labelled from scores: desirable when score >= {cut:g} ({how})")
     return examples

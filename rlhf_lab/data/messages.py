@@ -140,9 +140,7 @@ def check_order(messages: Messages, field: str, shape: str) -> Messages:
             if shape == "completion" and role in ("user", "system"):
                 problem = f"is {_a(role)} message, but a response holds only assistant and tool turns"
             elif previous is None:
-                problem = (
-                    f"is {_a(role)} message, but a {shape} must start with {' or '.join(sorted(allowed))}"
-                )
+                problem = f"is {_a(role)} message, but a {shape} must start with {' or '.join(sorted(allowed))}"
             else:
                 problem = f"is {_a(role)} message right after {_a(previous)} message (turns must alternate)"
             fail(f"{field}[{index}]", problem, _ORDER_FIX[shape])
@@ -160,8 +158,7 @@ def check_order(messages: Messages, field: str, shape: str) -> Messages:
 _ORDER_FIX = {
     "conversation": "order the turns as: optional system, then user and assistant alternating, "
     "ending with the assistant reply to learn",
-    "prompt": "end the prompt with the user turn being answered; move assistant turns after it into "
-    "the responses",
+    "prompt": "end the prompt with the user turn being answered; move assistant turns after it into the responses",
     "completion": "a response holds only assistant (and tool) turns; put earlier turns in 'prompt'",
 }
 
@@ -179,10 +176,7 @@ def parse_hh(text: str, field: str, *, open_end: bool = False) -> Messages:
             "has text before the first 'Human:' turn",
             "start the transcript with '\\n\\nHuman: ' or give the row as messages",
         )
-    turns = [
-        ("user" if parts[i] == "Human" else "assistant", parts[i + 1].strip())
-        for i in range(1, len(parts), 2)
-    ]
+    turns = [("user" if parts[i] == "Human" else "assistant", parts[i + 1].strip()) for i in range(1, len(parts), 2)]
     if open_end and len(turns) > 1 and turns[-1] == ("assistant", ""):
         turns.pop()
     for number, (role, content) in enumerate(turns, start=1):

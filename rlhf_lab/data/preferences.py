@@ -159,12 +159,8 @@ def _ultrafeedback(data: dict, pairing: str, min_margin: float, stats: Counter) 
             issues.add(where, f"is {type_name(completion)}, not an object", fix)
             continue
         text_key = next((k for k in ("response", "text") if k in completion), "response")
-        score_key = next(
-            (k for k in ("overall_score", "score", "rating") if k in completion), "overall_score"
-        )
-        response = issues.attempt(
-            completion_messages, completion.get(text_key), f"{where}.{text_key}", prompt
-        )
+        score_key = next((k for k in ("overall_score", "score", "rating") if k in completion), "overall_score")
+        response = issues.attempt(completion_messages, completion.get(text_key), f"{where}.{text_key}", prompt)
         score = issues.attempt(to_score, completion.get(score_key), f"{where}.{score_key}")
         candidates.append(Candidate(response, score, where))
     issues.raise_if_any()
@@ -178,9 +174,7 @@ def _ranked(data: dict, pairing: str, min_margin: float, stats: Counter) -> list
     responses = data[list_key]
     if not isinstance(responses, list) or not responses:
         fail(list_key, f"is not a list of responses (got {type_name(responses)})", "give a list of responses")
-    messages = [
-        issues.attempt(completion_messages, r, f"{list_key}[{i}]", prompt) for i, r in enumerate(responses)
-    ]
+    messages = [issues.attempt(completion_messages, r, f"{list_key}[{i}]", prompt) for i, r in enumerate(responses)]
     if "ranking" in data:
         ranking = data["ranking"]
         if (
@@ -189,9 +183,7 @@ def _ranked(data: dict, pairing: str, min_margin: float, stats: Counter) -> list
             or sorted(ranking) != list(range(len(responses)))
         ):
             order = f"list each response index 0..{len(responses) - 1} once, best first"
-            issues.add(
-                "ranking", f"is not an ordering of the {len(responses)} responses ({ranking!r})", order
-            )
+            issues.add("ranking", f"is not an ordering of the {len(responses)} responses ({ranking!r})", order)
         else:
             scores, scored = [0.0] * len(responses), False
             for position, index in enumerate(ranking):

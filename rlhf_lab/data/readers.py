@@ -72,9 +72,7 @@ class Table:
             self.problem(location, f"is {kind}, not {container}", fix)
 
 
-def read_source(
-    source: Any, split: str | None = None, *, allow_strings: bool = False
-) -> tuple[dict[str, Table], bool]:
+def read_source(source: Any, split: str | None = None, *, allow_strings: bool = False) -> tuple[dict[str, Table], bool]:
     """Read any accepted source into tables keyed by split name.
 
     Returns ``(tables, is_dict)``: ``is_dict`` says the caller should hand back a DatasetDict
@@ -83,8 +81,7 @@ def read_source(
     if isinstance(source, DatasetDict):
         if split is None:
             return {
-                name: _read_records(ds.to_list(), f"dataset[{name}]", allow_strings)
-                for name, ds in source.items()
+                name: _read_records(ds.to_list(), f"dataset[{name}]", allow_strings) for name, ds in source.items()
             }, True
         if split not in source:
             raise ValueError(f"split {split!r} not found; the DatasetDict has: {', '.join(source)}")
@@ -202,8 +199,7 @@ def _read_json_array(lines: list[str], bad: set[int], table: Table, allow_string
             table.count += 1
             table.problem(
                 f"line {err.lineno}",
-                f"is not valid JSON ({err.msg} at column {err.colno}); "
-                "the rest of the file could not be read",
+                f"is not valid JSON ({err.msg} at column {err.colno}); the rest of the file could not be read",
                 "fix the JSON syntax at that point",
             )
             return
@@ -219,8 +215,7 @@ def _read_json_array(lines: list[str], bad: set[int], table: Table, allow_string
         else:
             table.problem(
                 f"line {line_of(pos)}",
-                "is not valid JSON (expected ',' or ']' after an element); "
-                "the rest of the file could not be read",
+                "is not valid JSON (expected ',' or ']' after an element); the rest of the file could not be read",
                 "separate the array's elements with commas",
             )
             return
@@ -237,9 +232,7 @@ def _read_csv(lines: list[str], bad: set[int], table: Table) -> None:
             break
         except csv.Error as err:
             table.count += 1
-            table.problem(
-                f"line {reader.line_num}", f"is not valid CSV ({err})", "fix the quoting on that line"
-            )
+            table.problem(f"line {reader.line_num}", f"is not valid CSV ({err})", "fix the quoting on that line")
             previous_end = reader.line_num
             continue
         first, last, previous_end = previous_end + 1, reader.line_num, reader.line_num
@@ -254,9 +247,7 @@ def _read_csv(lines: list[str], bad: set[int], table: Table) -> None:
             continue
         if len(cells) != len(header):
             fix = "quote cells that contain commas, quotes or newlines"
-            table.problem(
-                location, f"has {len(cells)} cells but the header (line 1) has {len(header)} columns", fix
-            )
+            table.problem(location, f"has {len(cells)} cells but the header (line 1) has {len(header)} columns", fix)
             continue
         row, broken = {}, False
         for name, cell in zip(header, cells, strict=True):

@@ -8,6 +8,7 @@ the weights, samples and summary. `load_run` reads any finished run back.
 from __future__ import annotations
 
 import copy
+import importlib
 import json
 import time
 from dataclasses import dataclass, field
@@ -17,10 +18,13 @@ from typing import Any
 import torch
 from transformers import TrainerCallback
 
-from .. import __version__
-from ..config import ConfigError
-from ..models import ModelBundle, Policy, RewardModel, as_policy, load_policy, load_reward_model, tiny_model
-from ..runs import RunFolder, read_jsonl
+from rlhf_lab import __version__
+from rlhf_lab.config import ConfigError
+from rlhf_lab.data import load_prompts
+from rlhf_lab.models import ModelBundle, Policy, RewardModel, as_policy, load_policy, load_reward_model, tiny_model
+from rlhf_lab.rewards import is_model_pair
+from rlhf_lab.runs import RunFolder, read_jsonl
+from rlhf_lab.tasks import Task, task
 
 
 def gpu_bf16() -> bool:
@@ -31,9 +35,11 @@ def model_field():
     """The `model` field every stage config has (a new Field each call, as dataclasses need)."""
     return field(
         default=None,
-        metadata={"help": "What to start from when run from the CLI: None (embedded SmolLM2), a path, "
-                          "a hub id, a run folder, or 'tiny' (tiny random Llama)."},
-    )  # fmt: skip
+        metadata={
+            "help": "What to start from when run from the CLI: None (embedded SmolLM2), a path, "
+            "a hub id, a run folder, or 'tiny' (tiny random Llama)."
+        },
+    )
 
 
 @dataclass
@@ -44,39 +50,33 @@ class LabFields:
     """
 
     model: str | None = model_field()
-    data: str = field(
-        default="starter", metadata={"help": "Training data file, or 'starter' for the shipped set."}
-    )
+    data: str = field(default="starter", metadata={"help": "Training data file, or 'starter' for the shipped set."})
     eval_data: str | None = field(default=None, metadata={"help": "Held-out data file, or 'starter'."})
     batch_size: int | None = field(
         default=None,
-        metadata={"help": "Effective batch per optimizer step; sets gradient_accumulation_steps = batch_size / "
-                          "(per_device_train_batch_size x processes), which must divide evenly."},
-    )  # fmt: skip
+        metadata={
+            "help": "Effective batch per optimizer step; sets gradient_accumulation_steps = batch_size / "
+            "(per_device_train_batch_size x processes), which must divide evenly."
+        },
+    )
     num_samples: int = field(default=4, metadata={"help": "Held-out completions written to samples.jsonl."})
     monitor: bool = field(
         default=True,
-        metadata={"help": "Attach a LiveMonitor: live plots in a notebook, monitor.html in the run folder, "
-                          "alerts in summary.json."},
-    )  # fmt: skip
-    lora_r: int = field(
-        default=0, metadata={"help": "LoRA rank when run from the CLI; 0 trains every weight."}
+        metadata={
+            "help": "Attach a LiveMonitor: live plots in a notebook, monitor.html in the run folder, "
+            "alerts in summary.json."
+        },
     )
+    lora_r: int = field(default=0, metadata={"help": "LoRA rank when run from the CLI; 0 trains every weight."})
     # TRL / transformers defaults that do not suit a lab on a laptop:
     report_to: Any = field(default="none", metadata={"help": "Integrations to report to (none by default)."})
-    save_strategy: Any = field(
-        default="no", metadata={"help": "Final weights are always saved; checkpoints: 'steps'."}
-    )
+    save_strategy: Any = field(default="no", metadata={"help": "Final weights are always saved; checkpoints: 'steps'."})
     logging_steps: float = field(default=5, metadata={"help": "Log every N optimizer steps."})
-    activation_checkpointing: bool | None = field(
-        default=False, metadata={"help": "Trade compute for memory."}
-    )
+    activation_checkpointing: bool | None = field(default=False, metadata={"help": "Trade compute for memory."})
     gradient_checkpointing: bool | None = field(
         default=None, metadata={"help": "Old name of activation_checkpointing."}
     )
-    bf16: bool | None = field(
-        default=None, metadata={"help": "bf16 mixed precision; default: on a GPU that has it."}
-    )
+    bf16: bool | None = field(default=None, metadata={"help": "bf16 mixed precision; default: on a GPU that has it."})
 
     def __post_init__(self):
         if self.bf16 is None:
@@ -145,7 +145,7 @@ def start_run(config, callbacks: list | None = None) -> tuple[RunFolder, RunLogg
     """The run folder (emptied of an earlier run's files when output_dir is reused), the metrics
     logger, and the trainer's callbacks: the logger, a LiveMonitor unless config.monitor is off or
     the caller brought one (one monitor per run: one widget, one monitor.html), then the caller's."""
-    from ..monitor import LiveMonitor
+    from rlhf_lab.monitor.live import LiveMonitor
 
     folder = RunFolder(config.output_dir)
     if config.process_index == 0:
@@ -184,6 +184,56 @@ def lora_spec(lora: Any, config) -> Any:
     return config.lora_r or None
 
 
+def resolve_prompts(source: Any, stage: str = "PPO") -> list:
+    """Prompts for an online stage, as strings or conversations: a file, a dataset, a list, "starter",
+    a gold task or "task:NAME" (its training prompts)."""
+    if isinstance(source, str) and source.startswith("task:"):  # a gold task's training prompts
+        prompts = task(source.removeprefix("task:")).prompts("train")
+    elif isinstance(source, Task):
+        prompts = source.prompts("train")
+    elif isinstance(source, (list, tuple)) and all(isinstance(p, (str, list, tuple)) for p in source):
+        prompts = list(source)
+    else:
+        dataset = resolve_data(load_prompts, "prompts", source)
+        prompts = list(dataset["prompt"]) if dataset is not None else []
+    if not prompts:
+        raise ConfigError(
+            f"{stage} prompts are empty ({source!r}). Fix: pass a prompts file or a list of prompts "
+            f"(rlhf-lab validate FILE --kind prompts shows what is wrong)."
+        )
+    return prompts
+
+
+def resolve_reward(reward: Any) -> Any:
+    """A reward as given, or loaded from a config's string: a reward run/model folder, `task:NAME` (a gold
+    task's reward, see `lab.TASKS`) or 'module:function'. Lists are resolved item by item."""
+    if isinstance(reward, (list, tuple)) and not is_model_pair(reward):
+        return [resolve_reward(r) for r in reward]
+    if not isinstance(reward, (str, Path)):
+        return reward
+    text = str(reward)
+    if text.startswith("task:"):  # a gold task's programmatic reward, e.g. task:concise
+        return task(text.removeprefix("task:"))
+    if ":" in text and not Path(text).exists():
+        module, _, name = text.partition(":")
+        try:
+            return getattr(importlib.import_module(module), name)
+        except (ImportError, AttributeError) as err:
+            raise ConfigError(
+                f"reward {text!r}: cannot import {name!r} from {module!r} ({err}). Fix: use "
+                f"'package.module:function' for a Python reward, or a reward run folder."
+            ) from err
+    path = Path(text)
+    if (path / "run.json").exists() or (path / "ensemble.json").exists():
+        return load_run(path)
+    if path.is_dir():
+        return load_reward_model(path)
+    raise ConfigError(
+        f"reward {text!r} is neither a folder nor 'module:function'. Fix: pass the folder of a "
+        f"reward run (rlhf-lab reward --set output_dir=runs/reward) or a Python function."
+    )
+
+
 STARTER_EXTRA = ("category", "flaw")
 
 
@@ -192,38 +242,49 @@ def resolve_data(loader, kind: str, source: Any, split: str = "train"):
     if source is None:
         return None
     if isinstance(source, str) and source == "starter":
-        from ..starter import starter_data
+        from rlhf_lab.starter import starter_data
 
         dataset = starter_data(kind, split)
         return dataset.remove_columns([c for c in STARTER_EXTRA if c in dataset.column_names])
     return loader(source)
 
 
-def policy_samples(
-    policy: Policy, n: int, prompts: list | None = None, max_new_tokens: int = 64
-) -> list[dict]:
+def policy_samples(policy: Policy, n: int, prompts: list | None = None, max_new_tokens: int = 64) -> list[dict]:
     """Greedy completions of `n` held-out prompts (starter test prompts by default) for samples.jsonl."""
     if n <= 0:
         return []
     if prompts is None:
-        from ..starter import starter_data
+        from rlhf_lab.starter import starter_data
 
         held_out = starter_data("prompts", "test")
         prompts = [row["prompt"] for row in held_out.select(range(min(n, len(held_out))))]
     prompts = list(prompts)[:n]
     completions = policy.generate(prompts, max_new_tokens=max_new_tokens)
-    return [{"prompt": p if isinstance(p, str) else p[-1]["content"], "completion": c}
-            for p, c in zip(prompts, completions)]  # fmt: skip
+    return [
+        {"prompt": p if isinstance(p, str) else p[-1]["content"], "completion": c} for p, c in zip(prompts, completions)
+    ]
 
 
 def check_not_empty(dataset, what: str, source: Any) -> None:
     if dataset is None or len(dataset) == 0:
-        raise ConfigError(f"{what} is empty ({source!r}): no training examples. Fix: pass a file or dataset "
-                          f"with at least one valid row (rlhf-lab validate FILE shows what is wrong).")  # fmt: skip
+        raise ConfigError(
+            f"{what} is empty ({source!r}): no training examples. Fix: pass a file or dataset "
+            f"with at least one valid row (rlhf-lab validate FILE shows what is wrong)."
+        )
 
 
-def finish_run(stage: str, trainer, bundle: ModelBundle, config, folder: RunFolder, logger: RunLogger,
-               *, summary: dict, samples: list[dict], started: float) -> RunResult:  # fmt: skip
+def finish_run(
+    stage: str,
+    trainer,
+    bundle: ModelBundle,
+    config,
+    folder: RunFolder,
+    logger: RunLogger,
+    *,
+    summary: dict,
+    samples: list[dict],
+    started: float,
+) -> RunResult:
     """Save weights (adapters only with LoRA), config, samples and summary; return the RunResult."""
     import pandas as pd
 
@@ -246,19 +307,38 @@ def finish_run(stage: str, trainer, bundle: ModelBundle, config, folder: RunFold
     final = {}
     for row in logger.rows:
         final.update({k: v for k, v in row.items() if k != "step"})
-    full = {"stage": stage, "model": bundle.name, "steps": trainer.state.global_step,
-            "wall_s": round(time.perf_counter() - started, 2), "final": final, **summary}  # fmt: skip
+    full = {
+        "stage": stage,
+        "model": bundle.name,
+        "steps": trainer.state.global_step,
+        "wall_s": round(time.perf_counter() - started, 2),
+        "final": final,
+        **summary,
+    }
     if not hasattr(bundle.model, "peft_config"):
         # The trained weights now live in run/model; a config still naming the starting checkpoint
         # would make a later LoRA stage record the untrained weights as its adapter's base.
         bundle.model.config._name_or_path = str(model_dir)
     if is_main:
         folder.write_summary(full)
-        manifest = {"stage": stage, "kind": "reward" if isinstance(bundle, RewardModel) else "policy",
-                    "adapter": base is not None, "base": base, "rlhf_lab": __version__}  # fmt: skip
+        manifest = {
+            "stage": stage,
+            "kind": "reward" if isinstance(bundle, RewardModel) else "policy",
+            "adapter": base is not None,
+            "base": base,
+            "rlhf_lab": __version__,
+        }
         (folder.path / "run.json").write_text(json.dumps(manifest, indent=2) + "\n")
-    return RunResult(stage=stage, model=bundle.model, tokenizer=bundle.tokenizer, metrics=pd.DataFrame(logger.rows),
-                     summary=full, output_dir=folder.path, config=config, bundle=bundle)  # fmt: skip
+    return RunResult(
+        stage=stage,
+        model=bundle.model,
+        tokenizer=bundle.tokenizer,
+        metrics=pd.DataFrame(logger.rows),
+        summary=full,
+        output_dir=folder.path,
+        config=config,
+        bundle=bundle,
+    )
 
 
 def load_run(path: str | Path) -> RunResult:
@@ -267,7 +347,7 @@ def load_run(path: str | Path) -> RunResult:
 
     path = Path(path)
     if (path / "ensemble.json").exists():
-        from .reward import load_reward_run
+        from rlhf_lab.stages.reward import load_reward_run
 
         return load_reward_run(path)
     if not (path / "run.json").exists():
@@ -279,19 +359,23 @@ def load_run(path: str | Path) -> RunResult:
     loader = load_reward_model if manifest["kind"] == "reward" else load_policy
     bundle = loader(path / "model", adapter_base=base, dtype="auto")  # the dtype it was saved in
     bundle.name = path.name
-    metrics = (
-        pd.DataFrame(read_jsonl(path / "metrics.jsonl"))
-        if (path / "metrics.jsonl").exists()
-        else pd.DataFrame()
-    )
+    metrics = pd.DataFrame(read_jsonl(path / "metrics.jsonl")) if (path / "metrics.jsonl").exists() else pd.DataFrame()
     summary = json.loads((path / "summary.json").read_text())
     import yaml
 
     config = yaml.safe_load((path / "config.yaml").read_text())
-    result = RunResult(stage=manifest["stage"], model=bundle.model, tokenizer=bundle.tokenizer, metrics=metrics,
-                       summary=summary, output_dir=path, config=config, bundle=bundle)  # fmt: skip
+    result = RunResult(
+        stage=manifest["stage"],
+        model=bundle.model,
+        tokenizer=bundle.tokenizer,
+        metrics=metrics,
+        summary=summary,
+        output_dir=path,
+        config=config,
+        bundle=bundle,
+    )
     if manifest["kind"] == "reward":  # callable as rm(prompts, completions), like the run that made it
-        from .reward import RewardRun
+        from rlhf_lab.stages.reward import RewardRun
 
         return RewardRun.from_result(result)
     return result
@@ -301,7 +385,7 @@ def _base_for_adapter(model, folder: RunFolder) -> str | None:
     """With LoRA, where the base weights live: a loadable path or embedded name, else saved in base/."""
     if not hasattr(model, "peft_config"):
         return None
-    from .. import embedded
+    from rlhf_lab.models import embedded
 
     name = getattr(model.get_base_model().config, "_name_or_path", "") or ""
     if name and (Path(name).is_dir() or embedded.resolve_name(name)):

@@ -14,21 +14,10 @@ from typing import Any
 
 import trl
 
-from ..config import ConfigError, default_run_dir
-from ..data import load_preferences
-from .common import (
-    LabFields,
-    RunResult,
-    check_not_empty,
-    resolve_data,
-)
-from .reference import (
-    check_beta,
-    check_choice,
-    check_sync_ref,
-    help_names,
-    train_with_reference,
-)
+from rlhf_lab.config import ConfigError, default_run_dir
+from rlhf_lab.data import load_preferences
+from rlhf_lab.stages.common import LabFields, RunResult, check_not_empty, resolve_data
+from rlhf_lab.stages.reference import check_beta, check_choice, check_sync_ref, help_names, train_with_reference
 
 DPO_LOSS_TYPES = help_names(trl.DPOConfig, "loss_type")
 REWARD_METRICS = ("rewards/chosen", "rewards/rejected", "rewards/margins", "rewards/accuracies")
@@ -41,9 +30,9 @@ F_DIVERGENCE_LOSSES = {"sigmoid", "sigmoid_norm", "hinge", "ipo", "exo_pair", "r
 class DPOConfig(LabFields, trl.DPOConfig):
     """`trl.DPOConfig` (every TRL option stays available) with the lab's fields and defaults."""
 
-    output_dir: str = field(default_factory=lambda: default_run_dir("dpo"), metadata={"help": "The run folder."})  # fmt: skip
-    num_train_epochs: float = field(default=1.0, metadata={"help": "Passes over the data (max_steps wins if set)."})  # fmt: skip
-    max_length: int | None = field(default=512, metadata={"help": "Truncate prompt + response to this many tokens."})  # fmt: skip
+    output_dir: str = field(default_factory=lambda: default_run_dir("dpo"), metadata={"help": "The run folder."})
+    num_train_epochs: float = field(default=1.0, metadata={"help": "Passes over the data (max_steps wins if set)."})
+    max_length: int | None = field(default=512, metadata={"help": "Truncate prompt + response to this many tokens."})
 
     def __post_init__(self):
         # Before TRL's own __post_init__, so a bad value gets our message and not a ValueError from deep inside.
@@ -56,21 +45,31 @@ class DPOConfig(LabFields, trl.DPOConfig):
                 f"({', '.join(self.loss_type)}). Fix: give one weight per loss type, or drop loss_weights."
             )
         if "exo_pair" in self.loss_type and self.label_smoothing <= 0:
-            raise ConfigError("loss_type 'exo_pair' needs label_smoothing > 0. Fix: set label_smoothing=1e-3.")  # fmt: skip
+            raise ConfigError("loss_type 'exo_pair' needs label_smoothing > 0. Fix: set label_smoothing=1e-3.")
         if "robust" in self.loss_type and not 0 <= self.label_smoothing < 0.5:
-            raise ConfigError(f"loss_type 'robust' needs 0 <= label_smoothing < 0.5, got {self.label_smoothing}")  # fmt: skip
+            raise ConfigError(f"loss_type 'robust' needs 0 <= label_smoothing < 0.5, got {self.label_smoothing}")
         check_choice("f_divergence_type", [self.f_divergence_type], F_DIVERGENCES)
         if self.f_divergence_type != "reverse_kl" and not set(self.loss_type) <= F_DIVERGENCE_LOSSES:
-            raise ConfigError(f"f_divergence_type={self.f_divergence_type!r} only works with loss_type in "
-                              f"{sorted(F_DIVERGENCE_LOSSES)}. Fix: use f_divergence_type='reverse_kl'.")  # fmt: skip
+            raise ConfigError(
+                f"f_divergence_type={self.f_divergence_type!r} only works with loss_type in "
+                f"{sorted(F_DIVERGENCE_LOSSES)}. Fix: use f_divergence_type='reverse_kl'."
+            )
         if self.use_weighting and {"aot", "aot_unpaired"} & set(self.loss_type):
-            raise ConfigError("use_weighting does not work with the 'aot' losses. Fix: set use_weighting=False.")  # fmt: skip
+            raise ConfigError("use_weighting does not work with the 'aot' losses. Fix: set use_weighting=False.")
         check_sync_ref(self)
         super().__post_init__()
 
 
-def dpo(model: Any = None, prefs: Any = None, config: DPOConfig | None = None, *, ref: Any = None,
-        lora: Any = None, callbacks: list | None = None, eval_data: Any = None) -> RunResult:  # fmt: skip
+def dpo(
+    model: Any = None,
+    prefs: Any = None,
+    config: DPOConfig | None = None,
+    *,
+    ref: Any = None,
+    lora: Any = None,
+    callbacks: list | None = None,
+    eval_data: Any = None,
+) -> RunResult:
     """Train `model` (a bundle, a run, a name or path; None: config.model) to prefer chosen over rejected.
 
     `prefs`: anything `lab.load_preferences` reads, or "starter". `ref`: the reference model (same
@@ -81,8 +80,21 @@ def dpo(model: Any = None, prefs: Any = None, config: DPOConfig | None = None, *
     source = config.data if prefs is None else prefs
     dataset = resolve_data(load_preferences, "preference", source)
     check_not_empty(dataset, "DPO preference data", source)
-    evaluation = resolve_data(load_preferences, "preference", config.eval_data if eval_data is None else eval_data,
-                              "test")  # fmt: skip
+    evaluation = resolve_data(
+        load_preferences, "preference", config.eval_data if eval_data is None else eval_data, "test"
+    )
     summary = {"loss_type": list(config.loss_type)}
-    return train_with_reference("dpo", trl.DPOTrainer, model, dataset, evaluation, config, ref=ref, lora=lora,
-                                callbacks=callbacks, started=started, summary=summary, metrics=REWARD_METRICS)  # fmt: skip
+    return train_with_reference(
+        "dpo",
+        trl.DPOTrainer,
+        model,
+        dataset,
+        evaluation,
+        config,
+        ref=ref,
+        lora=lora,
+        callbacks=callbacks,
+        started=started,
+        summary=summary,
+        metrics=REWARD_METRICS,
+    )

@@ -16,16 +16,10 @@ from typing import Any
 
 import trl
 
-from ..config import ConfigError, default_run_dir
-from ..data import load_ratings
-from .common import LabFields, RunResult, check_not_empty, resolve_data
-from .reference import (
-    check_beta,
-    check_choice,
-    check_sync_ref,
-    help_names,
-    train_with_reference,
-)
+from rlhf_lab.config import ConfigError, default_run_dir
+from rlhf_lab.data import load_ratings
+from rlhf_lab.stages.common import LabFields, RunResult, check_not_empty, resolve_data
+from rlhf_lab.stages.reference import check_beta, check_choice, check_sync_ref, help_names, train_with_reference
 
 KTO_LOSS_TYPES = help_names(trl.KTOConfig, "loss_type")
 # Losses that estimate KTO's KL baseline from mismatched (prompt, completion) pairs within a batch.
@@ -37,31 +31,45 @@ REWARD_METRICS = ("kl", "rewards/chosen", "rewards/rejected", "rewards/margins")
 class KTOConfig(LabFields, trl.KTOConfig):
     """`trl.KTOConfig` (every TRL option stays available) with the lab's fields and defaults."""
 
-    output_dir: str = field(default_factory=lambda: default_run_dir("kto"), metadata={"help": "The run folder."})  # fmt: skip
-    num_train_epochs: float = field(default=1.0, metadata={"help": "Passes over the data (max_steps wins if set)."})  # fmt: skip
-    max_length: int | None = field(default=512, metadata={"help": "Truncate prompt + response to this many tokens."})  # fmt: skip
+    output_dir: str = field(default_factory=lambda: default_run_dir("kto"), metadata={"help": "The run folder."})
+    num_train_epochs: float = field(default=1.0, metadata={"help": "Passes over the data (max_steps wins if set)."})
+    max_length: int | None = field(default=512, metadata={"help": "Truncate prompt + response to this many tokens."})
 
     def __post_init__(self):
         check_beta(self.beta)
         check_choice("loss_type", [self.loss_type], KTO_LOSS_TYPES)
         for name in ("desirable_weight", "undesirable_weight"):
             if not getattr(self, name) > 0:
-                raise ConfigError(f"{name} must be > 0, got {getattr(self, name)}. Fix: use a positive weight; "
-                                  f"raise the weight of the rarer label to balance the data (KTO paper, Eq. 8).")  # fmt: skip
+                raise ConfigError(
+                    f"{name} must be > 0, got {getattr(self, name)}. Fix: use a positive weight; "
+                    f"raise the weight of the rarer label to balance the data (KTO paper, Eq. 8)."
+                )
         if self.loss_type not in NO_KL_LOSSES:
             # The KL baseline pairs each prompt with its neighbour's completion in a fixed-order batch.
             if self.per_device_train_batch_size < 2:
-                raise ConfigError(f"loss_type {self.loss_type!r} needs per_device_train_batch_size >= 2 to estimate "
-                                  f"its KL term, got {self.per_device_train_batch_size}. Fix: set it to 2 or more.")  # fmt: skip
+                raise ConfigError(
+                    f"loss_type {self.loss_type!r} needs per_device_train_batch_size >= 2 to estimate "
+                    f"its KL term, got {self.per_device_train_batch_size}. Fix: set it to 2 or more."
+                )
             if self.train_sampling_strategy != "sequential":
-                raise ConfigError(f"loss_type {self.loss_type!r} needs train_sampling_strategy='sequential', got "
-                                  f"{self.train_sampling_strategy!r}. Fix: leave it at 'sequential'.")  # fmt: skip
+                raise ConfigError(
+                    f"loss_type {self.loss_type!r} needs train_sampling_strategy='sequential', got "
+                    f"{self.train_sampling_strategy!r}. Fix: leave it at 'sequential'."
+                )
         check_sync_ref(self)
         super().__post_init__()
 
 
-def kto(model: Any = None, unpaired: Any = None, config: KTOConfig | None = None, *, ref: Any = None,
-        lora: Any = None, callbacks: list | None = None, eval_data: Any = None) -> RunResult:  # fmt: skip
+def kto(
+    model: Any = None,
+    unpaired: Any = None,
+    config: KTOConfig | None = None,
+    *,
+    ref: Any = None,
+    lora: Any = None,
+    callbacks: list | None = None,
+    eval_data: Any = None,
+) -> RunResult:
     """Train `model` (a bundle, a run, a name or path; None: config.model) on labelled completions.
 
     `unpaired`: anything `lab.load_ratings` reads (prompt, completion, label), or "starter". `ref`:
@@ -75,14 +83,26 @@ def kto(model: Any = None, unpaired: Any = None, config: KTOConfig | None = None
     evaluation = load_unpaired(config.eval_data if eval_data is None else eval_data, "test")
     desirable = sum(dataset["label"])
     summary = {"loss_type": config.loss_type, "desirable": desirable, "undesirable": len(dataset) - desirable}
-    return train_with_reference("kto", trl.KTOTrainer, model, dataset, evaluation, config, ref=ref, lora=lora,
-                                callbacks=callbacks, started=started, summary=summary, metrics=REWARD_METRICS)  # fmt: skip
+    return train_with_reference(
+        "kto",
+        trl.KTOTrainer,
+        model,
+        dataset,
+        evaluation,
+        config,
+        ref=ref,
+        lora=lora,
+        callbacks=callbacks,
+        started=started,
+        summary=summary,
+        metrics=REWARD_METRICS,
+    )
 
 
 def load_unpaired(source: Any, split: str = "train") -> Any:
     """Rating rows (prompt, completion, label) from `source`, or from the starter pairs for "starter"."""
     if isinstance(source, str) and source == "starter":
-        from ..starter import starter_data
+        from rlhf_lab.starter import starter_data
 
         source = unpair(starter_data("preference", split))
     dataset = resolve_data(load_ratings, "ratings", source, split)

@@ -1,6 +1,6 @@
 """What DPO and KTO share: config checks, the reference model, and handing borrowed models back.
 
-Reference rules (`prepare_models`): an explicit `ref=` wins; with LoRA the reference is the base
+Reference rules (`policy_and_reference`): an explicit `ref=` wins; with LoRA the reference is the base
 with adapters disabled (no second copy); a caller's bundle is its own frozen reference (the
 trained model is a private copy); otherwise a copy is made in memory.
 """
@@ -15,10 +15,10 @@ from typing import Any
 
 import torch
 
-from ..config import ConfigError
-from ..lora import lora_config
-from ..models import Policy, as_policy
-from .common import RunResult, finish_run, lora_spec, policy_samples, resolve_policy, start_run
+from rlhf_lab.config import ConfigError
+from rlhf_lab.models import Policy, as_policy
+from rlhf_lab.models.lora import lora_config
+from rlhf_lab.stages.common import RunResult, finish_run, lora_spec, policy_samples, resolve_policy, start_run
 
 
 def help_names(config_cls: type, name: str) -> tuple[str, ...]:
@@ -29,8 +29,10 @@ def help_names(config_cls: type, name: str) -> tuple[str, ...]:
 
 def check_beta(beta: float) -> None:
     if not beta > 0:
-        raise ConfigError(f"beta must be > 0 (it scales the KL penalty to the reference), got {beta}. "
-                          f"Fix: use e.g. beta=0.1; smaller lets the policy drift further.")  # fmt: skip
+        raise ConfigError(
+            f"beta must be > 0 (it scales the KL penalty to the reference), got {beta}. "
+            f"Fix: use e.g. beta=0.1; smaller lets the policy drift further."
+        )
 
 
 def check_choice(name: str, values: list, valid: tuple[str, ...], extra: str = "") -> None:
@@ -38,42 +40,54 @@ def check_choice(name: str, values: list, valid: tuple[str, ...], extra: str = "
         raise ConfigError(f"{name} is empty. Fix: use one of {', '.join(valid)}")
     unknown = [v for v in values if v not in valid] if valid else []
     if unknown:
-        raise ConfigError(f"{name}: unknown {', '.join(map(repr, unknown))}. Fix: use one of "
-                          f"{', '.join(valid)}{' ' + extra if extra else ''}.")  # fmt: skip
+        raise ConfigError(
+            f"{name}: unknown {', '.join(map(repr, unknown))}. Fix: use one of "
+            f"{', '.join(valid)}{' ' + extra if extra else ''}."
+        )
 
 
 def check_sync_ref(config, lora: Any = None) -> None:
     """sync_ref_model's conflicts. The config checks its own lora_r; the stage adds its `lora=` argument."""
     if config.sync_ref_model and config.precompute_ref_log_probs:
-        raise ConfigError("sync_ref_model=True needs a live reference, but precompute_ref_log_probs=True fixes its "
-                          "log-probs up front. Fix: turn one of them off.")  # fmt: skip
+        raise ConfigError(
+            "sync_ref_model=True needs a live reference, but precompute_ref_log_probs=True fixes its "
+            "log-probs up front. Fix: turn one of them off."
+        )
     if config.sync_ref_model and lora_spec(lora, config):
-        raise ConfigError("sync_ref_model=True does not work with LoRA (the reference is the base with adapters "
-                          "off). Fix: drop lora= and set lora_r=0, or set sync_ref_model=False.")  # fmt: skip
+        raise ConfigError(
+            "sync_ref_model=True does not work with LoRA (the reference is the base with adapters "
+            "off). Fix: drop lora= and set lora_r=0, or set sync_ref_model=False."
+        )
 
 
-def prepare_models(model: Any, config, *, ref: Any = None, lora: Any = None) -> tuple[Policy, Any, Any, str]:
-    """The private policy to train, the `ref_model` for TRL, the `peft_config` for TRL, and what the reference is.
+def policy_and_reference(
+    model: Any, config, *, ref: Any = None, lora: Any = None, copy_adapter: bool = False
+) -> tuple[Policy, Any, Any, str]:
+    """The private policy to train, its frozen reference, the LoRA spec to train with, and what the
+    reference is. DPO, KTO, PPO and GRPO/RLOO all take their reference from here.
 
-    A None reference means TRL needs no second model: with `peft_config` it disables the adapters,
-    and for a policy that already carries an adapter it keeps a frozen copy of that adapter.
+    A None reference means the trainer needs no second model: with LoRA it disables the adapters,
+    and for a policy that already carries an adapter TRL keeps a frozen copy of that adapter itself
+    (`copy_adapter=True` makes that copy here instead, for a trainer that does not).
     """
     policy, given = resolve_policy(model, config)
     spec = lora_spec(lora, config)
-    peft_config = None
-    if spec:
-        if _is_peft(policy.model):
-            # Starting from a LoRA run: fold its adapter into our copy, train a fresh one on top, and
-            # forget the checkpoint name so the run saves this merged base next to the new adapter.
-            policy.model = policy.model.merge_and_unload()
-            policy.model.config._name_or_path = ""
-        peft_config = lora_config(spec, "causal")
+    if spec and is_peft(policy.model):
+        # Starting from a LoRA run: fold its adapter into our copy, train a fresh one on top, and
+        # forget the checkpoint name so the run saves this merged base next to the new adapter.
+        policy.model = policy.model.merge_and_unload()
+        policy.model.config._name_or_path = ""
     if ref is not None:
-        return policy, _reference(ref, config), peft_config, "given"
+        return policy, _reference(ref, config), spec, "given"
     if spec:
-        return policy, None, peft_config, "base with adapters disabled"
-    if _is_peft(policy.model):
-        return policy, None, None, "frozen copy of the starting adapter"
+        return policy, None, spec, "base with adapters disabled"
+    if is_peft(policy.model):
+        return (
+            policy,
+            copy.deepcopy(policy.model) if copy_adapter else None,
+            None,
+            "frozen copy of the starting adapter",
+        )
     if given:
         # The caller's original is exactly the starting point and is never trained: no second copy.
         return policy, as_policy(model).model, None, "caller's model"
@@ -84,13 +98,13 @@ def prepare_models(model: Any, config, *, ref: Any = None, lora: Any = None) -> 
 
 def _reference(ref: Any, config) -> Any:
     bundle = resolve_policy(ref, config)[0] if isinstance(ref, (str, Path)) else as_policy(ref)
-    if _is_peft(bundle.model):
+    if is_peft(bundle.model):
         # TRL's fused log-prob head patches a plain model; a merged copy of an adapter model is one.
         return copy.deepcopy(bundle.model).merge_and_unload()
     return bundle.model
 
 
-def _is_peft(model: Any) -> bool:
+def is_peft(model: Any) -> bool:
     return hasattr(model, "peft_config") and hasattr(model, "get_base_model")
 
 
@@ -135,7 +149,7 @@ def release(model: Any) -> Any:
     """
     if "ref" in getattr(model, "peft_config", {}):
         model.delete_adapter("ref")  # TRL's frozen adapter copy: only the trained adapter is the result
-    for target in (model, model.get_base_model()) if _is_peft(model) else (model,):
+    for target in (model, model.get_base_model()) if is_peft(model) else (model,):
         for key in _PATCHED:
             target.__dict__.pop(key, None)
     return model.eval()
@@ -149,25 +163,49 @@ def last_values(rows: list[dict], keys: tuple[str, ...]) -> dict:
     return found
 
 
-def train_with_reference(stage: str, trainer_cls: type, model: Any, dataset, evaluation, config, *, ref: Any,
-                         lora: Any, callbacks: list | None, started: float, summary: dict,
-                         metrics: tuple[str, ...]) -> RunResult:  # fmt: skip
+def train_with_reference(
+    stage: str,
+    trainer_cls: type,
+    model: Any,
+    dataset,
+    evaluation,
+    config,
+    *,
+    ref: Any,
+    lora: Any,
+    callbacks: list | None,
+    started: float,
+    summary: dict,
+    metrics: tuple[str, ...],
+) -> RunResult:
     """The DPO/KTO run: models and reference by the rules above, TRL's trainer, held-out
     evaluation, samples, then the run folder. `summary` holds the stage's own entries."""
     check_sync_ref(config, lora)
     folder, logger, callbacks = start_run(config, callbacks)
-    policy, reference, peft_config, reference_kind = prepare_models(model, config, ref=ref, lora=lora)
+    policy, reference, spec, reference_kind = policy_and_reference(model, config, ref=ref, lora=lora)
+    peft_config = lora_config(spec, "causal") if spec else None
     with borrowed(reference):
-        trainer = trainer_cls(model=policy.model, ref_model=reference, args=config, train_dataset=dataset,
-                              eval_dataset=evaluation, processing_class=policy.tokenizer, peft_config=peft_config,
-                              callbacks=callbacks)  # fmt: skip
+        trainer = trainer_cls(
+            model=policy.model,
+            ref_model=reference,
+            args=config,
+            train_dataset=dataset,
+            eval_dataset=evaluation,
+            processing_class=policy.tokenizer,
+            peft_config=peft_config,
+            callbacks=callbacks,
+        )
         trainer.train()
         eval_metrics = trainer.evaluate() if evaluation is not None else None
     policy.model = release(trainer.model)
     samples = policy_samples(policy, config.num_samples)
-    summary = {**summary, "beta": config.beta, "reference": reference_kind, "train_examples": len(dataset),
-               **last_values(logger.rows, metrics)}  # fmt: skip
+    summary = {
+        **summary,
+        "beta": config.beta,
+        "reference": reference_kind,
+        "train_examples": len(dataset),
+        **last_values(logger.rows, metrics),
+    }
     if eval_metrics is not None:
         summary["eval"] = {k: v for k, v in eval_metrics.items() if isinstance(v, (int, float))}
-    return finish_run(stage, trainer, policy, config, folder, logger, summary=summary, samples=samples,
-                      started=started)  # fmt: skip
+    return finish_run(stage, trainer, policy, config, folder, logger, summary=summary, samples=samples, started=started)

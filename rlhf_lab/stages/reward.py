@@ -32,12 +32,13 @@ import torch
 import trl
 from datasets import Dataset
 
-from ..config import ConfigError, default_run_dir
-from ..data import load_preferences
-from ..lora import apply_lora
-from ..models import RewardModel, load_reward_model, tiny_model
-from ..runs import RunFolder
-from .common import (
+from rlhf_lab.config import ConfigError, default_run_dir
+from rlhf_lab.data import load_preferences
+from rlhf_lab.models import RewardModel, load_reward_model, tiny_model
+from rlhf_lab.models.lora import apply_lora
+from rlhf_lab.rewards import AGGREGATES, RewardEnsemble, combine
+from rlhf_lab.runs import RunFolder
+from rlhf_lab.stages.common import (
     LabFields,
     RunResult,
     check_not_empty,
@@ -47,10 +48,15 @@ from .common import (
     resolve_data,
     start_run,
 )
-from .reference import release
-from .reward_eval import PairScores, expected_calibration_error, pair_metrics, score_pairs, split_response
+from rlhf_lab.stages.reference import release
+from rlhf_lab.stages.reward_eval import (
+    PairScores,
+    expected_calibration_error,
+    pair_metrics,
+    score_pairs,
+    split_response,
+)
 
-AGGREGATES = ("mean", "mean_minus_std")
 ENSEMBLE_FILE = "ensemble.json"
 
 
@@ -58,50 +64,62 @@ ENSEMBLE_FILE = "ensemble.json"
 class RewardConfig(LabFields, trl.RewardConfig):
     """`trl.RewardConfig` (center_rewards_coefficient and every TRL option stay) with the lab's fields."""
 
-    output_dir: str = field(default_factory=lambda: default_run_dir("reward"), metadata={"help": "Run folder."})  # fmt: skip
+    output_dir: str = field(default_factory=lambda: default_run_dir("reward"), metadata={"help": "Run folder."})
     learning_rate: float = field(default=1e-5, metadata={"help": "AdamW learning rate (1e-4 suits LoRA)."})
     num_train_epochs: float = field(default=1.0, metadata={"help": "Passes over the data (max_steps wins)."})
     max_length: int | None = field(default=512, metadata={"help": "Pairs with a longer side are dropped."})
     num_samples: int = field(default=32, metadata={"help": "Held-out pairs written to samples.jsonl."})
     use_margin: bool = field(
         default=False,
-        metadata={"help": "Bradley-Terry with a margin: loss = -log sigmoid(r_c - r_r - (score_chosen - score_rejected)). "
-                          "Needs score_chosen / score_rejected in the data."},
-    )  # fmt: skip
-    ensemble: int = field(default=1, metadata={"help": "Train k reward models, seeds seed..seed+k-1."})
-    ensemble_aggregate: str = field(
-        default="mean", metadata={"help": "'mean' or 'mean_minus_std' of scores."}
+        metadata={
+            "help": "Bradley-Terry with a margin: loss = -log sigmoid(r_c - r_r - (score_chosen - score_rejected)). "
+            "Needs score_chosen / score_rejected in the data."
+        },
     )
+    ensemble: int = field(default=1, metadata={"help": "Train k reward models, seeds seed..seed+k-1."})
+    ensemble_aggregate: str = field(default="mean", metadata={"help": "'mean' or 'mean_minus_std' of scores."})
     ensemble_lambda: float = field(default=1.0, metadata={"help": "lambda in mean - lambda * std (ddof=0)."})
     normalize: bool = field(
         default=True,
-        metadata={"help": "After training, one forward pass over the training responses sets offset/scale "
-                          "so scores have mean 0 and std 1 on them; False keeps raw scores."},
-    )  # fmt: skip
+        metadata={
+            "help": "After training, one forward pass over the training responses sets offset/scale "
+            "so scores have mean 0 and std 1 on them; False keeps raw scores."
+        },
+    )
     eval_fraction: float = field(
         default=0.1,
         metadata={"help": "Held out from non-starter training data when eval_data is unset (by prompt hash); 0: none."},
-    )  # fmt: skip
+    )
 
     def __post_init__(self):
         # Checked before TRL's own set-up so a bad value fails fast, long before any model loads.
         if self.learning_rate <= 0:
             raise ConfigError(f"learning_rate must be positive, got {self.learning_rate}. Fix: e.g. 1e-5.")
         if isinstance(self.ensemble, bool) or not isinstance(self.ensemble, int) or self.ensemble < 1:
-            raise ConfigError(f"ensemble must be a whole number of reward models >= 1, got {self.ensemble!r}. "
-                              f"Fix: ensemble=1 for a single model, or e.g. ensemble=3.")  # fmt: skip
+            raise ConfigError(
+                f"ensemble must be a whole number of reward models >= 1, got {self.ensemble!r}. "
+                f"Fix: ensemble=1 for a single model, or e.g. ensemble=3."
+            )
         if self.ensemble_aggregate not in AGGREGATES:
-            raise ConfigError(f"ensemble_aggregate must be one of {', '.join(AGGREGATES)}, got "
-                              f"{self.ensemble_aggregate!r}. Fix: ensemble_aggregate='mean'.")  # fmt: skip
+            raise ConfigError(
+                f"ensemble_aggregate must be one of {', '.join(AGGREGATES)}, got "
+                f"{self.ensemble_aggregate!r}. Fix: ensemble_aggregate='mean'."
+            )
         if not math.isfinite(self.ensemble_lambda) or self.ensemble_lambda < 0:
-            raise ConfigError(f"ensemble_lambda must be >= 0 (it penalizes disagreement), got {self.ensemble_lambda}. "
-                              f"Fix: e.g. ensemble_lambda=1.0.")  # fmt: skip
+            raise ConfigError(
+                f"ensemble_lambda must be >= 0 (it penalizes disagreement), got {self.ensemble_lambda}. "
+                f"Fix: e.g. ensemble_lambda=1.0."
+            )
         if not 0 <= self.eval_fraction < 1:
-            raise ConfigError(f"eval_fraction must be in [0, 1), got {self.eval_fraction}. Fix: e.g. 0.1, or 0 "
-                              f"to hold nothing out (or pass eval_data).")  # fmt: skip
+            raise ConfigError(
+                f"eval_fraction must be in [0, 1), got {self.eval_fraction}. Fix: e.g. 0.1, or 0 "
+                f"to hold nothing out (or pass eval_data)."
+            )
         if self.center_rewards_coefficient is not None and self.center_rewards_coefficient < 0:
-            raise ConfigError(f"center_rewards_coefficient must be >= 0 or None, got "
-                              f"{self.center_rewards_coefficient}. Fix: e.g. 0.01 (Eisenstein et al.).")  # fmt: skip
+            raise ConfigError(
+                f"center_rewards_coefficient must be >= 0 or None, got "
+                f"{self.center_rewards_coefficient}. Fix: e.g. 0.01 (Eisenstein et al.)."
+            )
         super().__post_init__()
 
 
@@ -121,55 +139,15 @@ class RewardRun(RunResult):
         return f"RewardRun(output_dir='{self.output_dir}', steps={len(self.metrics)})"
 
 
-@dataclass(repr=False)
-class RewardEnsemble:
-    """k reward runs scored together: the mean of their normalized scores, or mean - lam * std.
-
-    std is the population std over members (ddof=0). Has the reporting fields of a RunResult
-    (summary, metrics, output_dir, config) but no single `.model`: pass it where a reward callable
-    is taken.
-    """
-
-    members: list[RewardRun]
-    aggregate: str = "mean"
-    lam: float = 1.0
-    summary: dict = field(default_factory=dict)
-    metrics: Any = None
-    output_dir: Path | None = None
-    config: Any = None
-    stage: str = "reward"
-
-    def member_scores(self, prompts, completions, **kwargs) -> np.ndarray:
-        """Scores with shape (members, completions)."""
-        return np.array([m.score(prompts, completions, **kwargs) for m in self.members], dtype=float)
-
-    def score(self, prompts, completions, **kwargs) -> list[float]:
-        return aggregate_scores(self.member_scores(prompts, completions, **kwargs), self.aggregate, self.lam)
-
-    __call__ = score
-
-    def __repr__(self) -> str:
-        return f"RewardEnsemble(members={len(self.members)}, aggregate={self.aggregate!r}, output_dir='{self.output_dir}')"  # noqa: E501
-
-    @property
-    def name(self) -> str:
-        return self.output_dir.name if self.output_dir else "ensemble"
-
-
-def aggregate_scores(member_scores: np.ndarray, aggregate: str = "mean", lam: float = 1.0) -> list[float]:
-    """Combine a (members, n) score matrix: column mean, or mean - lam * population std."""
-    if aggregate not in AGGREGATES:
-        raise ValueError(f"aggregate must be one of {', '.join(AGGREGATES)}, got {aggregate!r}")
-    scores = np.asarray(member_scores, dtype=float)
-    combined = scores.mean(axis=0)
-    if aggregate == "mean_minus_std":
-        combined = combined - lam * scores.std(axis=0)
-    return combined.tolist()
-
-
-def train_reward_model(backbone: Any = None, prefs: Any = None, config: RewardConfig | None = None, *,
-                       lora: Any = None, callbacks: list | None = None,
-                       eval_data: Any = None) -> RewardRun | RewardEnsemble:  # fmt: skip
+def train_reward_model(
+    backbone: Any = None,
+    prefs: Any = None,
+    config: RewardConfig | None = None,
+    *,
+    lora: Any = None,
+    callbacks: list | None = None,
+    eval_data: Any = None,
+) -> RewardRun | RewardEnsemble:
     """Train a Bradley-Terry reward model on preference pairs; returns a callable run (or ensemble).
 
     `backbone`: a reward or policy bundle, a run, a name or path, "tiny", or None (config.model;
@@ -179,8 +157,9 @@ def train_reward_model(backbone: Any = None, prefs: Any = None, config: RewardCo
     """
     config = config or RewardConfig()
     source = config.data if prefs is None else prefs
-    train, held_out, held_out_from = _prepare_data(source, eval_data if eval_data is not None else config.eval_data,
-                                                   config)  # fmt: skip
+    train, held_out, held_out_from = _prepare_data(
+        source, eval_data if eval_data is not None else config.eval_data, config
+    )
     if config.ensemble == 1:
         return _train_one(backbone, train, held_out, held_out_from, config, lora=lora, callbacks=callbacks)
 
@@ -192,8 +171,9 @@ def train_reward_model(backbone: Any = None, prefs: Any = None, config: RewardCo
         member_config.output_dir = str(folder.path / f"member-{i}")
         member_config.run_name = f"{config.run_name}-member-{i}"
         member_config.seed, member_config.ensemble = config.seed + i, 1
-        members.append(_train_one(backbone, train, held_out, held_out_from, member_config,
-                                  lora=lora, callbacks=callbacks))  # fmt: skip
+        members.append(
+            _train_one(backbone, train, held_out, held_out_from, member_config, lora=lora, callbacks=callbacks)
+        )
     return _finish_ensemble(members, folder, config, held_out, held_out_from, started)
 
 
@@ -207,8 +187,15 @@ def load_reward_run(path: str | Path) -> RewardRun | RewardEnsemble:
         members = [load_reward_run(path / name) for name in info["members"]]
         summary = json.loads((path / "summary.json").read_text())
         config = yaml.safe_load((path / "config.yaml").read_text())
-        return RewardEnsemble(members=members, aggregate=info["aggregate"], lam=info["lambda"], summary=summary,
-                              metrics=_member_metrics(members), output_dir=path, config=config)  # fmt: skip
+        return RewardEnsemble(
+            members=members,
+            aggregate=info["aggregate"],
+            lam=info["lambda"],
+            summary=summary,
+            metrics=_member_metrics(members),
+            output_dir=path,
+            config=config,
+        )
     return RewardRun.from_result(load_run(path))
 
 
@@ -239,8 +226,10 @@ def _prepare_data(source: Any, eval_source: Any, config: RewardConfig):
 
 def _one_split(data, what: str):
     if data is not None and not isinstance(data, Dataset):  # a DatasetDict from a multi-split source
-        raise ConfigError(f"the {what} preference data has several splits ({', '.join(data)}). "
-                          f"Fix: pass one split, e.g. prefs['train'].")  # fmt: skip
+        raise ConfigError(
+            f"the {what} preference data has several splits ({', '.join(data)}). "
+            f"Fix: pass one split, e.g. prefs['train']."
+        )
     return data
 
 
@@ -251,28 +240,32 @@ def _carve(dataset, fraction: float):
     keys = [json.dumps(p, sort_keys=True, ensure_ascii=False) for p in dataset["prompt"]]
     held = [int(hashlib.sha1(k.encode()).hexdigest(), 16) % 10_000 < fraction * 10_000 for k in keys]
     if all(held):
-        raise ConfigError(f"eval_fraction={fraction} holds out every one of the {len(dataset)} training pairs. "
-                          f"Fix: lower eval_fraction, set it to 0, or pass eval_data.")  # fmt: skip
+        raise ConfigError(
+            f"eval_fraction={fraction} holds out every one of the {len(dataset)} training pairs. "
+            f"Fix: lower eval_fraction, set it to 0, or pass eval_data."
+        )
     if not any(held):
         return dataset, None
-    return (dataset.select([i for i, h in enumerate(held) if not h]),
-            dataset.select([i for i, h in enumerate(held) if h]))  # fmt: skip
+    return (
+        dataset.select([i for i, h in enumerate(held) if not h]),
+        dataset.select([i for i, h in enumerate(held) if h]),
+    )
 
 
 def _with_margin(dataset, what: str):
     if not {"score_chosen", "score_rejected"} <= set(dataset.column_names):
-        raise ConfigError(f"use_margin=True needs score_chosen and score_rejected in the {what}, which has only "
-                          f"{', '.join(dataset.column_names)}. Fix: set use_margin=False, or use scored data "
-                          f"(UltraFeedback, rated responses, or pairs with score_chosen/score_rejected).")  # fmt: skip
+        raise ConfigError(
+            f"use_margin=True needs score_chosen and score_rejected in the {what}, which has only "
+            f"{', '.join(dataset.column_names)}. Fix: set use_margin=False, or use scored data "
+            f"(UltraFeedback, rated responses, or pairs with score_chosen/score_rejected)."
+        )
     margins = [c - r for c, r in zip(dataset["score_chosen"], dataset["score_rejected"])]
     if "margin" in dataset.column_names:
         dataset = dataset.remove_columns("margin")
     return dataset.add_column("margin", margins)
 
 
-def _train_one(
-    backbone, train, held_out, held_out_from, config: RewardConfig, *, lora, callbacks
-) -> RewardRun:
+def _train_one(backbone, train, held_out, held_out_from, config: RewardConfig, *, lora, callbacks) -> RewardRun:
     started = time.perf_counter()
     folder, logger, callbacks = start_run(config, callbacks)
     rm = _reward_backbone(backbone, config)
@@ -280,27 +273,36 @@ def _train_one(
         rm.model = apply_lora(rm.model, spec, task="reward")
     if not rm.tokenizer.chat_template:  # an encoder: TRL has no template to apply, so hand it the ids
         train, held_out = (_encoder_ids(rm, d, config) if d is not None else None for d in (train, held_out))
-    trainer = trl.RewardTrainer(model=rm.model, args=config, train_dataset=train, eval_dataset=held_out,
-                                processing_class=copy.deepcopy(rm.tokenizer),
-                                callbacks=callbacks)  # fmt: skip
+    trainer = trl.RewardTrainer(
+        model=rm.model,
+        args=config,
+        train_dataset=train,
+        eval_dataset=held_out,
+        processing_class=copy.deepcopy(rm.tokenizer),
+        callbacks=callbacks,
+    )
     trainer.train()
     rm.model = release(trainer.model)  # no instance patches left behind (see reference.release)
     if config.normalize:
         _normalize(rm, train, config)
-    scores = (
-        None if held_out is None else score_pairs(rm, held_out, batch_size=config.per_device_eval_batch_size)
-    )
+    scores = None if held_out is None else score_pairs(rm, held_out, batch_size=config.per_device_eval_batch_size)
     summary = {
-        "train_pairs": len(train), "train_pairs_used": len(trainer.train_dataset),  # TRL drops pairs > max_length
-        "held_out": held_out_from, "normalization": {"offset": rm.offset, "scale": rm.scale},
-        "use_margin": config.use_margin, "center_rewards_coefficient": config.center_rewards_coefficient,
+        "train_pairs": len(train),
+        "train_pairs_used": len(trainer.train_dataset),  # TRL drops pairs > max_length
+        "held_out": held_out_from,
+        "normalization": {"offset": rm.offset, "scale": rm.scale},
+        "use_margin": config.use_margin,
+        "center_rewards_coefficient": config.center_rewards_coefficient,
         "eval": None if scores is None else pair_metrics(scores),
         # Normalizing divides margins by `scale`, which changes sigmoid(margin); this is BT's own calibration.
-        "ece_raw": None if scores is None else expected_calibration_error((scores.r_chosen - scores.r_rejected) * rm.scale),
-    }  # fmt: skip
+        "ece_raw": None
+        if scores is None
+        else expected_calibration_error((scores.r_chosen - scores.r_rejected) * rm.scale),
+    }
     samples = [] if scores is None else _samples(scores, config.num_samples)
-    result = finish_run("reward", trainer, rm, config, folder, logger, summary=summary, samples=samples,
-                        started=started)  # fmt: skip
+    result = finish_run(
+        "reward", trainer, rm, config, folder, logger, summary=summary, samples=samples, started=started
+    )
     return RewardRun.from_result(result)
 
 
@@ -321,8 +323,11 @@ def _reward_backbone(backbone: Any, config: RewardConfig) -> RewardModel:
                 return load_reward_model(source)
         bundle = source.bundle if isinstance(source, RunResult) and source.bundle is not None else source
         if _is_reward_model(bundle.model):
-            return RewardModel(model=copy.deepcopy(bundle.model), tokenizer=copy.deepcopy(bundle.tokenizer),
-                               name=getattr(bundle, "name", "reward"))  # fmt: skip
+            return RewardModel(
+                model=copy.deepcopy(bundle.model),
+                tokenizer=copy.deepcopy(bundle.tokenizer),
+                name=getattr(bundle, "name", "reward"),
+            )
         return load_reward_model(bundle)
 
 
@@ -355,44 +360,67 @@ def _samples(scores: PairScores, n: int, members: np.ndarray | None = None) -> l
     rows = []
     for i in range(min(n, len(scores.chosen))):
         prompt = scores.prompts[i]
-        rows.append({"prompt": prompt if isinstance(prompt, str) else prompt[-1]["content"],
-                     "chosen": scores.chosen[i], "rejected": scores.rejected[i],
-                     "r_chosen": float(scores.r_chosen[i]), "r_rejected": float(scores.r_rejected[i])})  # fmt: skip
+        rows.append(
+            {
+                "prompt": prompt if isinstance(prompt, str) else prompt[-1]["content"],
+                "chosen": scores.chosen[i],
+                "rejected": scores.rejected[i],
+                "r_chosen": float(scores.r_chosen[i]),
+                "r_rejected": float(scores.r_rejected[i]),
+            }
+        )
         if members is not None:  # each member's (r_chosen, r_rejected), to see where they disagree
             rows[-1]["members"] = members[:, i].tolist()
     return rows
 
 
-def _finish_ensemble(members: list[RewardRun], folder: RunFolder, config: RewardConfig, held_out,
-                     held_out_from: str | None, started: float) -> RewardEnsemble:  # fmt: skip
+def _finish_ensemble(
+    members: list[RewardRun],
+    folder: RunFolder,
+    config: RewardConfig,
+    held_out,
+    held_out_from: str | None,
+    started: float,
+) -> RewardEnsemble:
     import pandas as pd
 
-    ensemble = RewardEnsemble(members=members, aggregate=config.ensemble_aggregate, lam=config.ensemble_lambda,
-                              output_dir=folder.path, config=config)  # fmt: skip
+    ensemble = RewardEnsemble(
+        members=members,
+        aggregate=config.ensemble_aggregate,
+        lam=config.ensemble_lambda,
+        output_dir=folder.path,
+        config=config,
+    )
     ensemble.metrics = _member_metrics(members)
     scores, per_member = None, None
     if held_out is not None:
         # Score each member once and aggregate exactly as RewardEnsemble.score does, per distinct response.
         each = [score_pairs(m, held_out, batch_size=config.per_device_eval_batch_size) for m in members]
-        combined = np.array(aggregate_scores(np.stack([s.response_scores for s in each]), ensemble.aggregate,
-                                             ensemble.lam))  # fmt: skip
+        combined = np.array(
+            combine(np.stack([s.response_scores for s in each]), aggregate=ensemble.aggregate, lam=ensemble.lam)
+        )
         c, r = each[0].chosen_ids, each[0].rejected_ids
         scores = replace(each[0], response_scores=combined, r_chosen=combined[c], r_rejected=combined[r])
         per_member = np.stack([np.stack([s.r_chosen, s.r_rejected], axis=1) for s in each])
     ensemble.summary = {
-        "stage": "reward", "ensemble": len(members), "aggregate": config.ensemble_aggregate,
-        "lambda": config.ensemble_lambda, "members": [m.output_dir.name for m in members],
-        "wall_s": round(time.perf_counter() - started, 2), "train_pairs": members[0].summary["train_pairs"],
-        "held_out": held_out_from, "eval": None if scores is None else pair_metrics(scores),
+        "stage": "reward",
+        "ensemble": len(members),
+        "aggregate": config.ensemble_aggregate,
+        "lambda": config.ensemble_lambda,
+        "members": [m.output_dir.name for m in members],
+        "wall_s": round(time.perf_counter() - started, 2),
+        "train_pairs": members[0].summary["train_pairs"],
+        "held_out": held_out_from,
+        "eval": None if scores is None else pair_metrics(scores),
         "member_eval": [m.summary["eval"] for m in members],
-    }  # fmt: skip
+    }
     if config.process_index == 0:  # under accelerate launch only the main process writes
         folder.write_config(config)
         folder.write_samples([] if scores is None else _samples(scores, config.num_samples, per_member))
         for row in ensemble.metrics.to_dict("records"):  # the frame fills keys a row lacks with NaN
             folder.log_metrics({k: v for k, v in row.items() if pd.notna(v)})
         folder.write_summary(ensemble.summary)
-        info = {"members": ensemble.summary["members"], "aggregate": ensemble.aggregate, "lambda": ensemble.lam}  # fmt: skip
+        info = {"members": ensemble.summary["members"], "aggregate": ensemble.aggregate, "lambda": ensemble.lam}
         # Written last: its presence says the ensemble finished (as run.json does for one run).
         (folder.path / ENSEMBLE_FILE).write_text(json.dumps(info, indent=2) + "\n")
     return ensemble

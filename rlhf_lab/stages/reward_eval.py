@@ -25,7 +25,6 @@ The figures, and the choices behind them:
 
 from __future__ import annotations
 
-import inspect
 import json
 from collections import defaultdict
 from collections.abc import Callable, Sequence
@@ -33,6 +32,8 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+
+from rlhf_lab.rewards import as_scorer
 
 METRICS = (
     "accuracy",
@@ -77,16 +78,14 @@ def as_preference_dataset(prefs: Any):
     if isinstance(prefs, Dataset) and {"prompt", "chosen", "rejected"} <= set(prefs.column_names):
         return prefs
     if isinstance(prefs, str) and prefs == "starter":
-        from ..starter import starter_data
+        from rlhf_lab.starter import starter_data
 
         return starter_data("preference", "test")
-    from ..data import load_preferences
+    from rlhf_lab.data import load_preferences
 
     dataset = load_preferences(prefs)
     if not isinstance(dataset, Dataset):
-        raise ValueError(
-            f"{prefs!r} holds several splits ({', '.join(dataset)}); pass one, e.g. prefs['test']"
-        )
+        raise ValueError(f"{prefs!r} holds several splits ({', '.join(dataset)}); pass one, e.g. prefs['test']")
     return dataset
 
 
@@ -96,7 +95,7 @@ def split_response(prompt: Any, response: Any) -> tuple[list, str]:
     A response of several messages (an implicit-prompt pair that diverges early) keeps all but its
     last message in the prompt, so the RM still sees the whole conversation.
     """
-    from ..chat import to_messages
+    from rlhf_lab.models.chat import to_messages
 
     messages = to_messages(prompt)
     if isinstance(response, str):
@@ -125,13 +124,19 @@ def score_pairs(rm: Callable, prefs: Any, *, batch_size: int = 16) -> PairScores
                 texts.append(text)
             sides[side].append(index[key])
             pair_texts[side].append(text)
-    scores = _call(rm, prompts, texts, batch_size)
+    scores = as_scorer(rm, batch_size=batch_size)(prompts, texts)
     return PairScores(
-        prompts=pair_prompts, chosen=pair_texts["chosen"], rejected=pair_texts["rejected"],
-        r_chosen=scores[sides["chosen"]], r_rejected=scores[sides["rejected"]],
-        prompt_keys=[_key(p) for p in pair_prompts], chosen_ids=sides["chosen"], rejected_ids=sides["rejected"],
-        responses=texts, response_scores=scores,
-    )  # fmt: skip
+        prompts=pair_prompts,
+        chosen=pair_texts["chosen"],
+        rejected=pair_texts["rejected"],
+        r_chosen=scores[sides["chosen"]],
+        r_rejected=scores[sides["rejected"]],
+        prompt_keys=[_key(p) for p in pair_prompts],
+        chosen_ids=sides["chosen"],
+        rejected_ids=sides["rejected"],
+        responses=texts,
+        response_scores=scores,
+    )
 
 
 def pair_metrics(scores: PairScores, *, n_bins: int = 10) -> dict:
@@ -194,22 +199,6 @@ def _spearman(values: np.ndarray, other: np.ndarray) -> float | None:
     if len(values) < 2 or np.ptp(values) == 0 or np.ptp(other) == 0:
         return None  # correlation is undefined when either side is constant
     return float(spearmanr(values, other).statistic)
-
-
-def _call(rm: Callable, prompts: list, completions: list[str], batch_size: int) -> np.ndarray:
-    """Call `rm`, passing batch_size only to callables that take it (a plain function need not)."""
-    try:
-        params = inspect.signature(rm).parameters.values()
-        takes_batch = any(p.name == "batch_size" or p.kind is p.VAR_KEYWORD for p in params)
-    except (TypeError, ValueError):  # a builtin or C callable without a signature
-        takes_batch = False
-    raw = rm(prompts, completions, batch_size=batch_size) if takes_batch else rm(prompts, completions)
-    scores = np.asarray([float(s) for s in raw], dtype=float)
-    if len(scores) != len(completions):
-        raise ValueError(f"the reward model returned {len(scores)} scores for {len(completions)} completions")
-    if not np.isfinite(scores).all():
-        raise ValueError("the reward model returned a NaN or infinite score")
-    return scores
 
 
 def _key(prompt: Any) -> str:

@@ -13,10 +13,10 @@ from typing import Any
 
 import trl
 
-from ..config import ConfigError, default_run_dir
-from ..data import load_sft
-from ..lora import apply_lora
-from .common import (
+from rlhf_lab.config import ConfigError, default_run_dir
+from rlhf_lab.data import load_sft
+from rlhf_lab.models.lora import apply_lora
+from rlhf_lab.stages.common import (
     LabFields,
     RunResult,
     check_not_empty,
@@ -27,26 +27,20 @@ from .common import (
     resolve_policy,
     start_run,
 )
-from .reference import release
+from rlhf_lab.stages.reference import release
 
-TEMPLATES = Path(__file__).resolve().parents[1] / "chat_templates"
+TEMPLATES = Path(__file__).resolve().parents[1] / "models" / "chat_templates"
 
 
 @dataclass
 class SFTConfig(LabFields, trl.SFTConfig):
     """`trl.SFTConfig` (every TRL option stays available) with the lab's fields and defaults."""
 
-    output_dir: str = field(
-        default_factory=lambda: default_run_dir("sft"), metadata={"help": "The run folder."}
-    )
+    output_dir: str = field(default_factory=lambda: default_run_dir("sft"), metadata={"help": "The run folder."})
     assistant_only_loss: bool = field(default=True, metadata={"help": "Train on assistant tokens only."})
     learning_rate: float = field(default=2e-5, metadata={"help": "AdamW learning rate."})
-    num_train_epochs: float = field(
-        default=1.0, metadata={"help": "Passes over the data (max_steps wins if set)."}
-    )
-    max_length: int | None = field(
-        default=512, metadata={"help": "Truncate tokenized conversations to this length."}
-    )
+    num_train_epochs: float = field(default=1.0, metadata={"help": "Passes over the data (max_steps wins if set)."})
+    max_length: int | None = field(default=512, metadata={"help": "Truncate tokenized conversations to this length."})
 
     def __post_init__(self):
         super().__post_init__()
@@ -54,8 +48,15 @@ class SFTConfig(LabFields, trl.SFTConfig):
             raise ConfigError(f"learning_rate must be positive, got {self.learning_rate}")
 
 
-def sft(model: Any = None, data: Any = None, config: SFTConfig | None = None, *, lora: Any = None,
-        callbacks: list | None = None, eval_data: Any = None) -> RunResult:  # fmt: skip
+def sft(
+    model: Any = None,
+    data: Any = None,
+    config: SFTConfig | None = None,
+    *,
+    lora: Any = None,
+    callbacks: list | None = None,
+    eval_data: Any = None,
+) -> RunResult:
     """Fine-tune `model` (a bundle, a run, a name or path; None: config.model) on chat demonstrations.
 
     `data`: anything `lab.load_sft` reads, or "starter". The caller's model is not modified: the
@@ -65,9 +66,7 @@ def sft(model: Any = None, data: Any = None, config: SFTConfig | None = None, *,
     started = time.perf_counter()
     dataset = resolve_data(load_sft, "sft", config.data if data is None else data)
     check_not_empty(dataset, "SFT data", data if data is not None else config.data)
-    evaluation = resolve_data(
-        load_sft, "sft", eval_data if eval_data is not None else config.eval_data, "test"
-    )
+    evaluation = resolve_data(load_sft, "sft", eval_data if eval_data is not None else config.eval_data, "test")
     folder, logger, callbacks = start_run(config, callbacks)
 
     policy, _ = resolve_policy(model, config)
@@ -76,22 +75,32 @@ def sft(model: Any = None, data: Any = None, config: SFTConfig | None = None, *,
         tokenizer.chat_template = training_chat_template(tokenizer)
     if spec := lora_spec(lora, config):
         policy.model = apply_lora(policy.model, spec, task="causal")
-    trainer = trl.SFTTrainer(model=policy.model, args=config, train_dataset=dataset, eval_dataset=evaluation,
-                             processing_class=tokenizer, callbacks=callbacks)  # fmt: skip
+    trainer = trl.SFTTrainer(
+        model=policy.model,
+        args=config,
+        train_dataset=dataset,
+        eval_dataset=evaluation,
+        processing_class=tokenizer,
+        callbacks=callbacks,
+    )
     trainer.train()
     # TRL's instance patches off: a later deepcopy (the next stage's private copy) must run its own weights
     policy.model = release(trainer.model)
     samples = policy_samples(policy, config.num_samples)
     summary = {"train_examples": len(dataset), "assistant_only_loss": config.assistant_only_loss}
-    return finish_run("sft", trainer, policy, config, folder, logger, summary=summary, samples=samples,
-                      started=started)  # fmt: skip
+    return finish_run("sft", trainer, policy, config, folder, logger, summary=summary, samples=samples, started=started)
 
 
 PROBES = [
     [{"role": "user", "content": "u1"}, {"role": "assistant", "content": "a1"}],
-    [{"role": "system", "content": "s"}, {"role": "user", "content": "u1"}, {"role": "assistant", "content": "a1"},
-     {"role": "user", "content": "u2"}, {"role": "assistant", "content": "a2"}],
-]  # fmt: skip
+    [
+        {"role": "system", "content": "s"},
+        {"role": "user", "content": "u1"},
+        {"role": "assistant", "content": "a1"},
+        {"role": "user", "content": "u2"},
+        {"role": "assistant", "content": "a2"},
+    ],
+]
 
 
 def training_chat_template(tokenizer) -> str:
@@ -124,8 +133,9 @@ def _renders_the_same(tokenizer, template: str) -> bool:
         for prompt_only in (False, True):
             messages = conversation[:-1] if prompt_only else conversation
             own = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=prompt_only)
-            other = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=prompt_only,
-                                                  chat_template=template)  # fmt: skip
+            other = tokenizer.apply_chat_template(
+                messages, tokenize=False, add_generation_prompt=prompt_only, chat_template=template
+            )
             if own != other:
                 return False
     return True

@@ -25,7 +25,7 @@ EXTRA = ("category", "flaw")
 
 def starter_data(kind: str, split: str = "train"):
     """The starter set `kind` ("sft", "preference" or "prompts"), `split` "train" or "test"."""
-    from ..data import load_preferences, load_prompts, load_sft
+    from rlhf_lab.data import load_preferences, load_prompts, load_sft
 
     if kind not in FILES:
         raise ValueError(f"starter_data kind must be one of {', '.join(FILES)}; got {kind!r}")

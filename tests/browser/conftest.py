@@ -131,9 +131,7 @@ class LabServer:
 
 
 def _wait_for_status(server: LabServer) -> None:
-    request = urllib.request.Request(
-        f"{server.url}/api/status", headers={"Authorization": f"token {server.token}"}
-    )
+    request = urllib.request.Request(f"{server.url}/api/status", headers={"Authorization": f"token {server.token}"})
     deadline, last = time.monotonic() + SERVER_START_S, None
     while time.monotonic() < deadline:
         if server.process.poll() is not None:
@@ -146,9 +144,7 @@ def _wait_for_status(server: LabServer) -> None:
         except (urllib.error.URLError, OSError, ValueError) as err:
             last = err
         time.sleep(0.25)
-    pytest.fail(
-        f"JupyterLab did not answer /api/status within {SERVER_START_S}s (last: {last})\n{server.log_tail()}"
-    )
+    pytest.fail(f"JupyterLab did not answer /api/status within {SERVER_START_S}s (last: {last})\n{server.log_tail()}")
 
 
 @pytest.fixture
@@ -179,19 +175,31 @@ def lab_server(tmp_path_factory, browser_artifacts) -> LabServer:
     env.pop("JUPYTER_PATH", None)
     token, port = secrets.token_hex(24), _free_port()
     cmd = [
-        sys.executable, "-m", "jupyter", "lab", "--no-browser",
-        "--ip=127.0.0.1", f"--port={port}", "--ServerApp.port_retries=0",
-        f"--IdentityProvider.token={token}", f"--notebook-dir={dirs['notebooks']}",
+        sys.executable,
+        "-m",
+        "jupyter",
+        "lab",
+        "--no-browser",
+        "--ip=127.0.0.1",
+        f"--port={port}",
+        "--ServerApp.port_retries=0",
+        f"--IdentityProvider.token={token}",
+        f"--notebook-dir={dirs['notebooks']}",
         "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate",
-    ]  # fmt: skip
+    ]
     if os.geteuid() == 0:
         cmd.append("--allow-root")
     log_path = base / "jupyter.log"
     with open(log_path, "wb") as log:
         process = subprocess.Popen(
-            cmd, cwd=dirs["notebooks"], env=env, stdout=log, stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL, start_new_session=True,
-        )  # fmt: skip
+            cmd,
+            cwd=dirs["notebooks"],
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+        )
     server = LabServer(f"http://127.0.0.1:{port}", token, dirs["notebooks"], log_path, process)
     try:
         _wait_for_status(server)

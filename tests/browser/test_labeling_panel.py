@@ -43,7 +43,7 @@ def _event_count(store_path: Path) -> int:
 
 
 def test_keys_label_into_the_store_and_markup_stays_text(lab_server, page, browser_artifacts, tmp_path):
-    from rlhf_lab.store import PreferenceStore
+    from rlhf_lab.labeling.store import PreferenceStore
 
     store_path = tmp_path / "labels.sqlite"
     notebook = write_notebook(lab_server.notebook_dir, store_path)
@@ -63,8 +63,10 @@ def test_keys_label_into_the_store_and_markup_stays_text(lab_server, page, brows
         # A Shift+Enter sent before the kernel is connected is dropped without a word.
         _wait(
             lambda: "| Idle" in (page.locator(STATUSBAR).inner_text() if page.locator(STATUSBAR).count() else ""),
-            90, "the status bar to read '| Idle'", details,
-        )  # fmt: skip
+            90,
+            "the status bar to read '| Idle'",
+            details,
+        )
 
         cell = page.locator(FIRST_CELL)
         prompt_area = cell.locator(".jp-InputPrompt")
@@ -113,18 +115,21 @@ def test_keys_label_into_the_store_and_markup_stays_text(lab_server, page, brows
             assert focused == "panel", f"the panel lost the keyboard focus (to {focused!r}) before {key!r}"
             page.keyboard.press(key)
             _wait(
-                lambda n=events: _event_count(store_path) >= n, 15,
-                f"event #{events} in {store_path} after pressing {key!r}", details,
-            )  # fmt: skip
+                lambda n=events: _event_count(store_path) >= n,
+                15,
+                f"event #{events} in {store_path} after pressing {key!r}",
+                details,
+            )
             # The next key must name the item now on screen: wait for the front end to show it.
             _wait(
-                lambda e=expected, s=shown: e in progress.inner_text()
-                and panel.locator("[data-testid=prompt]").inner_text() == s,
-                15, f"the panel to show {expected!r} and prompt {shown!r} after {key!r}", details,
-            )  # fmt: skip
-        assert panel.locator("[data-testid=error]").is_hidden(), panel.locator(
-            "[data-testid=error]"
-        ).inner_text()
+                lambda e=expected, s=shown: (
+                    e in progress.inner_text() and panel.locator("[data-testid=prompt]").inner_text() == s
+                ),
+                15,
+                f"the panel to show {expected!r} and prompt {shown!r} after {key!r}",
+                details,
+            )
+        assert panel.locator("[data-testid=error]").is_hidden(), panel.locator("[data-testid=error]").inner_text()
         assert page.evaluate("typeof window.__xss") == "undefined"
 
         store = PreferenceStore(store_path)

@@ -18,7 +18,7 @@ token, 0 = padding or anything after the stop), and nothing at a masked-out posi
 result.
 """
 
-from .config import PPOConfig
-from .stage import ppo
+from rlhf_lab.stages.ppo.config import PPOConfig
+from rlhf_lab.stages.ppo.stage import ppo
 
 __all__ = ["PPOConfig", "ppo"]

@@ -23,7 +23,7 @@ from typing import NamedTuple
 import torch
 from torch import Tensor
 
-from .kl import per_token_kl
+from rlhf_lab.stages.ppo.kl import per_token_kl
 
 # Added to the variance before the inverse square root, so a constant batch whitens to 0, not NaN.
 WHITEN_EPS = 1e-8

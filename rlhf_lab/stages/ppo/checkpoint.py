@@ -52,8 +52,9 @@ def set_rng_state(state: dict[str, Any]) -> None:
         torch.cuda.set_rng_state_all([torch.tensor(s, dtype=torch.uint8) for s in state["cuda"]])
 
 
-def save_checkpoint(folder: Path, update: int, module: torch.nn.Module, optimizer, scheduler,
-                    state: dict[str, Any]) -> Path:  # fmt: skip
+def save_checkpoint(
+    folder: Path, update: int, module: torch.nn.Module, optimizer, scheduler, state: dict[str, Any]
+) -> Path:
     """Write checkpoints/update-<update>/ atomically; returns its path."""
     final = Path(folder) / "checkpoints" / f"{PREFIX}{update:06d}"
     partial = final.with_name(final.name + ".partial")
@@ -76,16 +77,14 @@ def find_checkpoint(path: str | Path) -> Path:
     if (path / "state.json").exists():
         return path
     for parent in (path / "checkpoints", path):
-        found = (
-            sorted(p for p in parent.glob(f"{PREFIX}*") if (p / "state.json").exists())
-            if parent.is_dir()
-            else []
-        )
+        found = sorted(p for p in parent.glob(f"{PREFIX}*") if (p / "state.json").exists()) if parent.is_dir() else []
         if found:
             return found[-1]
-    raise FileNotFoundError(f"resume_from={str(path)!r} holds no PPO checkpoint (checkpoints/{PREFIX}NNNNNN/"
-                            f"state.json). Fix: pass a run folder that ran with save_every > 0, or a checkpoint "
-                            f"folder inside it.")  # fmt: skip
+    raise FileNotFoundError(
+        f"resume_from={str(path)!r} holds no PPO checkpoint (checkpoints/{PREFIX}NNNNNN/"
+        f"state.json). Fix: pass a run folder that ran with save_every > 0, or a checkpoint "
+        f"folder inside it."
+    )
 
 
 def load_checkpoint(path: Path, module: torch.nn.Module, optimizer, scheduler) -> dict[str, Any]:
@@ -94,8 +93,10 @@ def load_checkpoint(path: Path, module: torch.nn.Module, optimizer, scheduler) -
     expected = {n for n, p in module.named_parameters() if p.requires_grad}
     if set(weights) != expected:
         missing, extra = sorted(expected - set(weights))[:3], sorted(set(weights) - expected)[:3]
-        raise ValueError(f"checkpoint {path} does not fit this model (missing {missing}, unexpected {extra}). "
-                         f"Fix: resume with the same policy, critic and lora settings the run started with.")  # fmt: skip
+        raise ValueError(
+            f"checkpoint {path} does not fit this model (missing {missing}, unexpected {extra}). "
+            f"Fix: resume with the same policy, critic and lora settings the run started with."
+        )
     params = dict(module.named_parameters())
     with torch.no_grad():
         for name, value in weights.items():

@@ -17,7 +17,7 @@ from typing import NamedTuple
 import torch
 from torch import Tensor
 
-from .advantages import masked_mean, masked_var
+from rlhf_lab.stages.ppo.advantages import masked_mean, masked_var
 
 
 class PolicyLoss(NamedTuple):

@@ -65,17 +65,17 @@ def split_classifier(model: Any) -> tuple[nn.Module, nn.Module]:
     return trunk, head
 
 
-def response_hidden(trunk: nn.Module, input_ids: Tensor, attention_mask: Tensor, position_ids: Tensor,
-                    response_length: int) -> Tensor:  # fmt: skip
+def response_hidden(
+    trunk: nn.Module, input_ids: Tensor, attention_mask: Tensor, position_ids: Tensor, response_length: int
+) -> Tensor:
     """Hidden states at the positions whose next token is a response token: (B, R, H)."""
-    out = trunk(
-        input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids, use_cache=False
-    )
+    out = trunk(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids, use_cache=False)
     return out.last_hidden_state[:, -response_length - 1 : -1]
 
 
-def token_logprobs(logits: Tensor, tokens: Tensor, temperature: float, with_entropy: bool = False,
-                   entropy_grad: bool = True):  # fmt: skip
+def token_logprobs(
+    logits: Tensor, tokens: Tensor, temperature: float, with_entropy: bool = False, entropy_grad: bool = True
+):
     """log-probs of `tokens` under softmax(logits / temperature), in float32; and the entropy if asked
     (without a graph when `entropy_grad` is False: a metric only, no backward through the vocabulary)."""
     logp = torch.log_softmax(logits.float() / temperature, dim=-1)
@@ -89,8 +89,14 @@ def token_logprobs(logits: Tensor, tokens: Tensor, temperature: float, with_entr
 
 
 @torch.no_grad()
-def response_logprobs(model: Any, input_ids: Tensor, attention_mask: Tensor, position_ids: Tensor,
-                      response_length: int, temperature: float) -> Tensor:  # fmt: skip
+def response_logprobs(
+    model: Any,
+    input_ids: Tensor,
+    attention_mask: Tensor,
+    position_ids: Tensor,
+    response_length: int,
+    temperature: float,
+) -> Tensor:
     """The reference's log-probs of the response tokens, computed exactly as the actor's."""
     trunk, head = split_lm(model)
     hidden = response_hidden(trunk, input_ids, attention_mask, position_ids, response_length)
@@ -100,8 +106,14 @@ def response_logprobs(model: Any, input_ids: Tensor, attention_mask: Tensor, pos
 class ActorCritic(nn.Module):
     """The trained policy plus its critic: a value head on the policy's trunk, or a separate model."""
 
-    def __init__(self, policy: nn.Module, *, value_head: ValueHead | None = None, critic: nn.Module | None = None,
-                 temperature: float = 1.0) -> None:  # fmt: skip
+    def __init__(
+        self,
+        policy: nn.Module,
+        *,
+        value_head: ValueHead | None = None,
+        critic: nn.Module | None = None,
+        temperature: float = 1.0,
+    ) -> None:
         super().__init__()
         if (value_head is None) == (critic is None):
             raise ValueError("pass exactly one of value_head= (shared trunk) or critic= (separate model)")
@@ -110,8 +122,17 @@ class ActorCritic(nn.Module):
         self.critic = critic
         self.temperature = float(temperature)
 
-    def forward(self, input_ids: Tensor, attention_mask: Tensor, position_ids: Tensor, response_length: int,
-                *, with_values: bool = True, with_entropy: bool = False, entropy_grad: bool = True) -> ForwardOut:  # fmt: skip
+    def forward(
+        self,
+        input_ids: Tensor,
+        attention_mask: Tensor,
+        position_ids: Tensor,
+        response_length: int,
+        *,
+        with_values: bool = True,
+        with_entropy: bool = False,
+        entropy_grad: bool = True,
+    ) -> ForwardOut:
         trunk, head = split_lm(self.policy)
         hidden = response_hidden(trunk, input_ids, attention_mask, position_ids, response_length)
         tokens = input_ids[:, -response_length:]
@@ -121,9 +142,7 @@ class ActorCritic(nn.Module):
             values = self.value_head(hidden).float()
         elif with_values:
             critic_trunk, critic_head = split_classifier(self.critic)
-            critic_hidden = response_hidden(
-                critic_trunk, input_ids, attention_mask, position_ids, response_length
-            )
+            critic_hidden = response_hidden(critic_trunk, input_ids, attention_mask, position_ids, response_length)
             values = critic_head(critic_hidden).squeeze(-1).float()
         return ForwardOut(logprobs, values, entropy)
 

@@ -62,11 +62,14 @@ class Rollout:
         first = int(query_mask.any(0).nonzero().min()) if query_mask.any() else 0
         last = int(response_mask.any(0).nonzero().max()) + 1 if response_mask.any() else 1
         return Rollout(
-            prompts=[self.prompts[i] for i in rows], query_ids=self.query_ids[index][:, first:],
-            query_mask=query_mask[:, first:], response_ids=self.response_ids[index][:, :last],
-            response_mask=response_mask[:, :last], completions=[self.completions[i] for i in rows],
+            prompts=[self.prompts[i] for i in rows],
+            query_ids=self.query_ids[index][:, first:],
+            query_mask=query_mask[:, first:],
+            response_ids=self.response_ids[index][:, :last],
+            response_mask=response_mask[:, :last],
+            completions=[self.completions[i] for i in rows],
             ended=self.ended[index],
-        )  # fmt: skip
+        )
 
     def to(self, device: torch.device | str) -> Rollout:
         moved = {f.name: getattr(self, f.name) for f in fields(self)}
@@ -76,8 +79,9 @@ class Rollout:
         return Rollout(**moved)
 
 
-def make_rollout(tokenizer: Any, prompts: Sequence[Any], query: Any, response_ids: Tensor,
-                 stop: Sequence[str] = ()) -> Rollout:  # fmt: skip
+def make_rollout(
+    tokenizer: Any, prompts: Sequence[Any], query: Any, response_ids: Tensor, stop: Sequence[str] = ()
+) -> Rollout:
     """Mask each response after its EOS or stop string and decode the completions."""
     response_ids = response_ids.clone()
     eos_ids = _eos_ids(tokenizer)
@@ -95,8 +99,15 @@ def make_rollout(tokenizer: Any, prompts: Sequence[Any], query: Any, response_id
     positions = torch.arange(length, device=response_ids.device)
     mask = (positions[None, :] < torch.tensor(lengths, device=response_ids.device)[:, None]).long()
     response_ids[mask == 0] = tokenizer.pad_token_id
-    return Rollout(list(prompts), query["input_ids"], query["attention_mask"], response_ids, mask, completions,
-                   torch.tensor(ended, device=response_ids.device))  # fmt: skip
+    return Rollout(
+        list(prompts),
+        query["input_ids"],
+        query["attention_mask"],
+        response_ids,
+        mask,
+        completions,
+        torch.tensor(ended, device=response_ids.device),
+    )
 
 
 def _eos_ids(tokenizer: Any) -> set[int]:
@@ -125,25 +136,30 @@ class HFGenerator:
 
     name = "hf"
 
-    def __init__(self, tokenizer: Any, *, max_new_tokens: int, temperature: float, top_k: int = 0,
-                 top_p: float = 1.0) -> None:  # fmt: skip
+    def __init__(
+        self, tokenizer: Any, *, max_new_tokens: int, temperature: float, top_k: int = 0, top_p: float = 1.0
+    ) -> None:
         from transformers import GenerationConfig
 
         # A fresh GenerationConfig: nothing inherited from the checkpoint's (top_k=50, repetition
         # penalties...) may change the sampling distribution the log-probs assume.
         self.config = GenerationConfig(
-            max_new_tokens=max_new_tokens, do_sample=True, temperature=temperature, top_k=top_k, top_p=top_p,
-            eos_token_id=sorted(_eos_ids(tokenizer)), pad_token_id=tokenizer.pad_token_id, use_cache=True,
-        )  # fmt: skip
+            max_new_tokens=max_new_tokens,
+            do_sample=True,
+            temperature=temperature,
+            top_k=top_k,
+            top_p=top_p,
+            eos_token_id=sorted(_eos_ids(tokenizer)),
+            pad_token_id=tokenizer.pad_token_id,
+            use_cache=True,
+        )
 
     @torch.no_grad()
     def generate(self, model: Any, query_ids: Tensor, query_mask: Tensor) -> Tensor:
         was_training = model.training
         model.eval()
         try:
-            tokens = model.generate(
-                input_ids=query_ids, attention_mask=query_mask, generation_config=self.config
-            )
+            tokens = model.generate(input_ids=query_ids, attention_mask=query_mask, generation_config=self.config)
         finally:
             model.train(was_training)
         return tokens[:, query_ids.shape[1] :]
@@ -158,8 +174,18 @@ class VLLMGenerator:
 
     name = "vllm"
 
-    def __init__(self, model: Any, tokenizer: Any, *, max_new_tokens: int, temperature: float, top_k: int = 0,
-                 top_p: float = 1.0, seed: int = 0, gpu_memory_utilization: float = 0.3) -> None:  # fmt: skip
+    def __init__(
+        self,
+        model: Any,
+        tokenizer: Any,
+        *,
+        max_new_tokens: int,
+        temperature: float,
+        top_k: int = 0,
+        top_p: float = 1.0,
+        seed: int = 0,
+        gpu_memory_utilization: float = 0.3,
+    ) -> None:
         import os
         import tempfile
 
@@ -173,16 +199,25 @@ class VLLMGenerator:
         plain = copy.deepcopy(model).merge_and_unload() if hasattr(model, "merge_and_unload") else model
         plain.save_pretrained(self._dir.name, safe_serialization=True)
         tokenizer.save_pretrained(self._dir.name)
-        self.llm = LLM(model=self._dir.name, dtype="bfloat16", seed=seed, gpu_memory_utilization=gpu_memory_utilization,
-                       enable_prefix_caching=True)  # fmt: skip
-        self.params = SamplingParams(temperature=temperature, top_k=top_k or -1, top_p=top_p, max_tokens=max_new_tokens,
-                                     stop_token_ids=sorted(_eos_ids(tokenizer)), seed=None)  # fmt: skip
+        self.llm = LLM(
+            model=self._dir.name,
+            dtype="bfloat16",
+            seed=seed,
+            gpu_memory_utilization=gpu_memory_utilization,
+            enable_prefix_caching=True,
+        )
+        self.params = SamplingParams(
+            temperature=temperature,
+            top_k=top_k or -1,
+            top_p=top_p,
+            max_tokens=max_new_tokens,
+            stop_token_ids=sorted(_eos_ids(tokenizer)),
+            seed=None,
+        )
 
     @torch.no_grad()
     def generate(self, model: Any, query_ids: Tensor, query_mask: Tensor) -> Tensor:
-        prompts = [
-            {"prompt_token_ids": ids[mask.bool()].tolist()} for ids, mask in zip(query_ids, query_mask)
-        ]
+        prompts = [{"prompt_token_ids": ids[mask.bool()].tolist()} for ids, mask in zip(query_ids, query_mask)]
         outputs = self.llm.generate(prompts, self.params, use_tqdm=False)
         rows = [list(o.outputs[0].token_ids) for o in outputs]
         width = max(1, max(len(r) for r in rows))
@@ -192,8 +227,11 @@ class VLLMGenerator:
     def sync(self, model: Any) -> None:
         if hasattr(model, "merge_adapter"):  # peft: fold the adapters in, copy, unfold
             model.merge_adapter()
-            state = {k.replace("base_model.model.", "").replace(".base_layer", ""): v
-                     for k, v in model.state_dict().items() if "lora_" not in k}  # fmt: skip
+            state = {
+                k.replace("base_model.model.", "").replace(".base_layer", ""): v
+                for k, v in model.state_dict().items()
+                if "lora_" not in k
+            }
             model.unmerge_adapter()
         else:
             state = model.state_dict()
@@ -205,13 +243,16 @@ class VLLMGenerator:
 
 def make_generator(backend: str, model: Any, tokenizer: Any, config: Any):
     """The generator for `generation_backend`: 'auto' is vLLM with a GPU and vLLM installed, else HF."""
-    options = dict(max_new_tokens=config.max_new_tokens, temperature=config.temperature, top_k=config.top_k,
-                   top_p=config.top_p)  # fmt: skip
+    options = dict(
+        max_new_tokens=config.max_new_tokens, temperature=config.temperature, top_k=config.top_k, top_p=config.top_p
+    )
     want_vllm = backend == "vllm" or (backend == "auto" and torch.cuda.is_available() and _has_vllm())
     if want_vllm:
         if not torch.cuda.is_available() or not _has_vllm():
-            raise RuntimeError("generation_backend='vllm' needs vLLM and a CUDA GPU. Fix: pip install "
-                               "'rlhf-lab[gpu]' on a GPU machine, or set generation_backend=hf.")  # fmt: skip
+            raise RuntimeError(
+                "generation_backend='vllm' needs vLLM and a CUDA GPU. Fix: pip install "
+                "'rlhf-lab[gpu]' on a GPU machine, or set generation_backend=hf."
+            )
         try:
             return VLLMGenerator(model, tokenizer, seed=config.seed, **options)
         except Exception as err:  # noqa: BLE001 - any engine start failure falls back to HF

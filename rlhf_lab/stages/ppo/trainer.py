@@ -29,19 +29,27 @@ from typing import Any
 import torch
 from transformers import TrainerControl, TrainerState
 
-from ...chat import tokenize_prompts
-from .advantages import gae, masked_mean, token_rewards
-from .checkpoint import save_checkpoint
-from .kl import AdaptiveKLController, FixedKLController
-from .losses import explained_variance, policy_loss, value_loss
-from .model import ActorCritic, response_logprobs
-from .rewards import RewardFunction, RunningNorm
-from .rollout import Rollout, make_generator, make_rollout
+from rlhf_lab.models.chat import tokenize_prompts
+from rlhf_lab.rewards import RewardFunction, RunningNorm
+from rlhf_lab.stages.ppo.advantages import gae, masked_mean, token_rewards
+from rlhf_lab.stages.ppo.checkpoint import save_checkpoint
+from rlhf_lab.stages.ppo.kl import AdaptiveKLController, FixedKLController
+from rlhf_lab.stages.ppo.losses import explained_variance, policy_loss, value_loss
+from rlhf_lab.stages.ppo.model import ActorCritic, response_logprobs
+from rlhf_lab.stages.ppo.rollout import Rollout, make_generator, make_rollout
 
 MAX_NONFINITE_IN_A_ROW = 3
 # Averaged over every minibatch of an update, under TRL's PPO names.
-MINIBATCH_METRICS = ("policy/approxkl_avg", "policy/clipfrac_avg", "loss/policy_avg", "loss/value_avg",
-                     "val/clipfrac_avg", "policy/entropy_avg", "val/ratio", "val/ratio_var")  # fmt: skip
+MINIBATCH_METRICS = (
+    "policy/approxkl_avg",
+    "policy/clipfrac_avg",
+    "loss/policy_avg",
+    "loss/value_avg",
+    "val/clipfrac_avg",
+    "policy/entropy_avg",
+    "val/ratio",
+    "val/ratio_var",
+)
 
 
 class NonFiniteError(FloatingPointError):
@@ -51,8 +59,18 @@ class NonFiniteError(FloatingPointError):
 class PPOTrainer:
     """Runs PPO on an `ActorCritic`. Built by `lab.ppo`, which also handles models and the run folder."""
 
-    def __init__(self, actor: ActorCritic, tokenizer: Any, reward_fn: RewardFunction, prompts: list, config: Any,
-                 *, ref_model: Any = None, callbacks: list | None = None, folder: Any = None) -> None:  # fmt: skip
+    def __init__(
+        self,
+        actor: ActorCritic,
+        tokenizer: Any,
+        reward_fn: RewardFunction,
+        prompts: list,
+        config: Any,
+        *,
+        ref_model: Any = None,
+        callbacks: list | None = None,
+        folder: Any = None,
+    ) -> None:
         from accelerate import Accelerator
         from transformers import get_scheduler
 
@@ -71,8 +89,9 @@ class PPOTrainer:
         optimizer = torch.optim.AdamW(params, lr=config.learning_rate, weight_decay=0.0)
         total_steps = config.total_updates * config.optimizer_steps_per_update
         # Stepped by hand: accelerate's wrapper would step it once per process.
-        self.scheduler = get_scheduler(config.lr_scheduler_type, optimizer, num_warmup_steps=config.warmup_steps,
-                                       num_training_steps=total_steps)  # fmt: skip
+        self.scheduler = get_scheduler(
+            config.lr_scheduler_type, optimizer, num_warmup_steps=config.warmup_steps, num_training_steps=total_steps
+        )
         self.model, self.optimizer = self.accelerator.prepare(actor, optimizer)
         if ref_model is not None:
             ref_model.to(self.accelerator.device)
@@ -83,13 +102,19 @@ class PPOTrainer:
         )
         self.norm = RunningNorm(config.reward_clip) if config.normalize_rewards else None
         self.generator = make_generator(config.generation_backend, self.actor.policy, tokenizer, config)
-        self.state = TrainerState(max_steps=config.total_updates, logging_steps=config.logging_steps,
-                                  save_steps=config.save_every)  # fmt: skip
+        self.state = TrainerState(
+            max_steps=config.total_updates, logging_steps=config.logging_steps, save_steps=config.save_every
+        )
         self.state.is_world_process_zero = self.accelerator.is_main_process
         self.state.is_local_process_zero = self.accelerator.is_local_main_process
         self.control = TrainerControl()
-        self.callbacks = Callbacks(callbacks or [], model=self.actor, processing_class=tokenizer,
-                                   optimizer=self.optimizer, lr_scheduler=self.scheduler)  # fmt: skip
+        self.callbacks = Callbacks(
+            callbacks or [],
+            model=self.actor,
+            processing_class=tokenizer,
+            optimizer=self.optimizer,
+            lr_scheduler=self.scheduler,
+        )
         self.samples: list[dict] = []
         self.nonfinite_in_a_row = 0
         self.start_update = 0
@@ -151,8 +176,8 @@ class PPOTrainer:
 
     def score(self, rollout: Rollout) -> tuple[torch.Tensor, torch.Tensor, dict[str, list[float]]]:
         """(scores paid, raw combined scores, each reward's scores) for the rollout's completions."""
-        raw, parts = self.reward_fn.components(rollout.prompts, rollout.completions)
-        raw = raw.to(self.accelerator.device)
+        combined, parts = self.reward_fn.components(rollout.prompts, rollout.completions)
+        raw = torch.as_tensor(combined, dtype=torch.float32, device=self.accelerator.device)
         scores = raw
         if self.norm is not None:
             # Every process updates its normalizer with every process's scores: the same state everywhere.
@@ -176,38 +201,42 @@ class PPOTrainer:
         mask = rollout.response_mask
         beta = self.kl_ctl.value
         shaped = token_rewards(scores, old["logprobs"], old["ref_logprobs"], mask, beta, config.kl_estimator)
-        advantages, returns = gae(shaped.rewards, old["values"], mask, config.gamma, config.lam,
-                                  whiten_rewards=config.whiten_rewards)  # fmt: skip
+        advantages, returns = gae(
+            shaped.rewards, old["values"], mask, config.gamma, config.lam, whiten_rewards=config.whiten_rewards
+        )
         rollout_s = time.perf_counter() - started
 
         started = time.perf_counter()
         bad = None if torch.isfinite(advantages).all() and torch.isfinite(returns).all() else "advantages"
-        stats, epochs = (
-            ({}, 0) if self._any(bad) else self.optimize(rollout, old, advantages, returns, update)
-        )
+        stats, epochs = ({}, 0) if self._any(bad) else self.optimize(rollout, old, advantages, returns, update)
         bad = bad or stats.pop("nonfinite", None)
         update_s = time.perf_counter() - started
 
         metrics = {name: value for name, value in shaped.metrics().items()}
         tokens = mask.sum()
-        metrics.update({
-            "objective/entropy": (-torch.where(mask.bool(), old["logprobs"], 0.0)).sum(1).mean(),
-            "objective/scores_raw": raw.mean(),
-            "objective/kl_coef": torch.tensor(beta),
-            "val/num_eos_tokens": rollout.ended.float().sum() * self.world,
-            "val/explained_variance": explained_variance(old["values"], returns, mask),
-            "val/mean": masked_mean(old["values"], mask),
-            "completions/mean_length": mask.sum(1).float().mean(),
-            "completions/ended_frac": rollout.ended.float().mean(),
-            "policy/epochs": torch.tensor(float(epochs)),
-            "time/rollout_s": torch.tensor(rollout_s),
-            "time/update_s": torch.tensor(update_s),
-            "throughput/tokens_per_s": tokens / (rollout_s + update_s),
-            "train/skipped_nonfinite": torch.tensor(float(bad is not None)),
-            **{f"objective/scores/{_short(name)}": torch.tensor(sum(v) / len(v)) for name, v in parts.items()
-               if len(parts) > 1},
-            **stats,
-        })  # fmt: skip
+        metrics.update(
+            {
+                "objective/entropy": (-torch.where(mask.bool(), old["logprobs"], 0.0)).sum(1).mean(),
+                "objective/scores_raw": raw.mean(),
+                "objective/kl_coef": torch.tensor(beta),
+                "val/num_eos_tokens": rollout.ended.float().sum() * self.world,
+                "val/explained_variance": explained_variance(old["values"], returns, mask),
+                "val/mean": masked_mean(old["values"], mask),
+                "completions/mean_length": mask.sum(1).float().mean(),
+                "completions/ended_frac": rollout.ended.float().mean(),
+                "policy/epochs": torch.tensor(float(epochs)),
+                "time/rollout_s": torch.tensor(rollout_s),
+                "time/update_s": torch.tensor(update_s),
+                "throughput/tokens_per_s": tokens / (rollout_s + update_s),
+                "train/skipped_nonfinite": torch.tensor(float(bad is not None)),
+                **{
+                    f"objective/scores/{_short(name)}": torch.tensor(sum(v) / len(v))
+                    for name, v in parts.items()
+                    if len(parts) > 1
+                },
+                **stats,
+            }
+        )
         logs = self._reduce(metrics)
         logs["lr"] = self.scheduler.get_last_lr()[0]
         logs["episode"] = (update + 1) * config.batch_size * self.world
@@ -222,12 +251,13 @@ class PPOTrainer:
                     f"updates in a row, so training stopped. Usual causes: a learning rate too high "
                     f"(now {config.learning_rate}), rewards on a huge scale (try normalize_rewards=true or "
                     f"reward_clip), or fp16 overflow. The last good weights are in the latest checkpoint."
-                )  # fmt: skip
+                )
         self._keep_samples(update, rollout, scores, parts)
         return logs
 
-    def optimize(self, rollout: Rollout, old: dict, advantages: torch.Tensor, returns: torch.Tensor,
-                 update: int) -> tuple[dict, int]:  # fmt: skip
+    def optimize(
+        self, rollout: Rollout, old: dict, advantages: torch.Tensor, returns: torch.Tensor, update: int
+    ) -> tuple[dict, int]:
         """`ppo_epochs` passes of minibatch updates; returns the averaged stats and epochs run."""
         config = self.config
         shuffle = torch.Generator().manual_seed(config.seed * 7919 + update)
@@ -247,12 +277,15 @@ class PPOTrainer:
                 last = (micro + 1) % config.gradient_accumulation_steps == 0
                 with self.accelerator.no_sync(self.model) if not last else contextlib.nullcontext():
                     # the entropy is a metric; it carries a gradient only when the bonus uses it
-                    out = self.model(*chunk.model_inputs(), width, with_entropy=True,
-                                     entropy_grad=config.entropy_coef > 0)  # fmt: skip
-                    pg = policy_loss(out.logprobs, old["logprobs"][index, :width], advantages[index, :width], m,
-                                     config.cliprange)  # fmt: skip
-                    vf = value_loss(out.values, old["values"][index, :width], returns[index, :width], m,
-                                    cliprange_value)  # fmt: skip
+                    out = self.model(
+                        *chunk.model_inputs(), width, with_entropy=True, entropy_grad=config.entropy_coef > 0
+                    )
+                    pg = policy_loss(
+                        out.logprobs, old["logprobs"][index, :width], advantages[index, :width], m, config.cliprange
+                    )
+                    vf = value_loss(
+                        out.values, old["values"][index, :width], returns[index, :width], m, cliprange_value
+                    )
                     entropy = masked_mean(out.entropy, m)
                     loss = pg.loss + config.vf_coef * vf.loss - config.entropy_coef * entropy
                     if self._any(None if torch.isfinite(loss) else "loss"):
@@ -308,11 +341,16 @@ class PPOTrainer:
         rows = []
         for i in range(min(self.config.num_samples, len(rollout))):
             prompt = rollout.prompts[i]
-            rows.append({
-                "update": update + 1, "prompt": prompt if isinstance(prompt, str) else prompt[-1]["content"],
-                "completion": rollout.completions[i], "score": float(scores[i]), "ended": bool(rollout.ended[i]),
-                "components": {_short(name): values[i] for name, values in parts.items()},
-            })  # fmt: skip
+            rows.append(
+                {
+                    "update": update + 1,
+                    "prompt": prompt if isinstance(prompt, str) else prompt[-1]["content"],
+                    "completion": rollout.completions[i],
+                    "score": float(scores[i]),
+                    "ended": bool(rollout.ended[i]),
+                    "components": {_short(name): values[i] for name, values in parts.items()},
+                }
+            )
         self.samples.extend(rows)
         self.latest_samples = rows
 
@@ -329,9 +367,7 @@ class PPOTrainer:
             self.callbacks.on_step_end(config, self.state, self.control)
             if (update + 1) % config.logging_steps == 0 or update + 1 == config.total_updates:
                 self.state.log_history.append({**logs, "step": update + 1})
-                self.callbacks.on_log(
-                    config, self.state, self.control, {**logs, "samples": self.latest_samples}
-                )
+                self.callbacks.on_log(config, self.state, self.control, {**logs, "samples": self.latest_samples})
             if config.save_every and (update + 1) % config.save_every == 0:
                 self.save_checkpoint(update + 1)
         self.callbacks.on_train_end(config, self.state, self.control)
@@ -339,10 +375,13 @@ class PPOTrainer:
     def save_checkpoint(self, update: int) -> None:
         self.accelerator.wait_for_everyone()
         if self.accelerator.is_main_process:
-            state = {"kl_controller": self.kl_ctl.state_dict(),
-                     "reward_norm": self.norm.state_dict() if self.norm is not None else None,
-                     "log_history": self.state.log_history, "samples": self.samples,
-                     "nonfinite_in_a_row": self.nonfinite_in_a_row}  # fmt: skip
+            state = {
+                "kl_controller": self.kl_ctl.state_dict(),
+                "reward_norm": self.norm.state_dict() if self.norm is not None else None,
+                "log_history": self.state.log_history,
+                "samples": self.samples,
+                "nonfinite_in_a_row": self.nonfinite_in_a_row,
+            }
             save_checkpoint(self.folder.path, update, self.actor, self.optimizer, self.scheduler, state)
         self.accelerator.wait_for_everyone()
 
@@ -375,8 +414,10 @@ class PPOTrainer:
         actor = self.actor
         actor.policy.save_pretrained(path, safe_serialization=True)
         critic = {k: v.contiguous().cpu() for k, v in actor.critic_state().items()}
-        save_file(critic, str(Path(path) / ("value_head.safetensors" if actor.value_head is not None
-                                            else "critic.safetensors")))  # fmt: skip
+        save_file(
+            critic,
+            str(Path(path) / ("value_head.safetensors" if actor.value_head is not None else "critic.safetensors")),
+        )
 
 
 class Callbacks:

@@ -1,0 +1,392 @@
+"""Evaluate policies on held-out prompts, with honest uncertainty.
+
+    lab.evaluate(ppo, task, reward=rm, ref=sft, baseline=sft)      # one dict of figures
+    lab.compare([sft, ppo, dpo], task, reward=rm)                   # a DataFrame + side-by-side panel
+
+`prompts`: a list of strings or conversations, a prompts Dataset, or a Task (its test split; its
+gold function is used unless `gold=` says otherwise). Every policy samples one completion per
+prompt with the same seed (pure sampling at temperature 1 by default), and the figures are:
+
+- reward_* / gold_*: mean score from `reward` (anything `rewards.as_scorer` takes) / the gold function;
+- kl_k1, kl_k3 (+ _se): sequence-level KL(policy || ref), a Monte-Carlo mean over the policy's
+  samples of the summed per-token k1 or k3 estimator (`stages.ppo.kl`), with standard errors. Both
+  are unbiased only for samples from the policy itself, so when `temperature`/`top_p`/`top_k` are
+  not pure sampling, the KL uses a second, purely sampled set. k3 leans on E_p[ref/p] = 1: where
+  the policy has all but dropped tokens the reference still likes, samples miss that mass and k3
+  reads low, so a k3 well below k1 is a warning sign;
+- ppl_ref_samples: perplexity of the reference's (purely sampled) completions under the policy;
+- length_* (tokens before EOS), distinct_1, distinct_2 (stats.distinct_n);
+- win_rate_reward / win_rate_gold against `baseline` on the same prompts (ties count 0.5), and
+  gold_diff (mean gold - baseline gold over the same prompts, paired).
+
+`*_lo`/`*_hi` are seeded percentile-bootstrap intervals at `level` (see `stats`). Completions are
+always shown as escaped text, never as HTML.
+"""
+
+from __future__ import annotations
+
+import html
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+
+from rlhf_lab.evaluation import stats
+from rlhf_lab.labeling.annotator import gold_scorer
+from rlhf_lab.models import Policy, as_policy
+from rlhf_lab.models.chat import tokenize_prompts
+from rlhf_lab.rewards import as_scorer
+from rlhf_lab.tasks import Task, prompt_text
+
+PURE = {"temperature": 1.0, "top_p": 1.0, "top_k": 0}
+
+
+@dataclass
+class Samples:
+    """One sampled completion per prompt, with the exact token ids the policy produced."""
+
+    prompts: list
+    texts: list[str]
+    prompt_ids: list[list[int]]
+    completion_ids: list[list[int]]  # sampled tokens, the EOS included when one was sampled
+    lengths: list[int]  # tokens before EOS
+
+
+@torch.no_grad()
+def sample(
+    policy: Any,
+    prompts: Sequence[Any],
+    *,
+    max_new_tokens: int = 64,
+    temperature: float = 1.0,
+    top_p: float = 1.0,
+    top_k: int = 0,
+    seed: int = 0,
+    batch_size: int = 16,
+) -> Samples:
+    """Sample one completion per prompt (left-padded batches; the global RNG is left untouched)."""
+    policy = as_policy(policy)
+    tok, model = policy.tokenizer, policy.model
+    greedy = temperature == 0
+    options = dict(
+        max_new_tokens=max_new_tokens,
+        do_sample=not greedy,
+        pad_token_id=tok.pad_token_id,
+        eos_token_id=tok.eos_token_id,
+    )
+    if not greedy:
+        options.update(temperature=temperature, top_p=top_p, top_k=top_k)
+    out = Samples(list(prompts), [], [], [], [])
+    was_training = model.training
+    model.eval()
+    devices = [policy.device] if policy.device.type == "cuda" else []
+    try:
+        with torch.random.fork_rng(devices=devices):
+            torch.manual_seed(seed)
+            for start in range(0, len(out.prompts), batch_size):
+                batch = tokenize_prompts(tok, out.prompts[start : start + batch_size]).to(policy.device)
+                tokens = model.generate(**batch, **options).cpu()
+                width = batch["input_ids"].shape[1]
+                for ids, mask, new in zip(batch["input_ids"].cpu(), batch["attention_mask"].cpu(), tokens[:, width:]):
+                    new = new.tolist()
+                    end = new.index(tok.eos_token_id) if tok.eos_token_id in new else len(new)
+                    out.prompt_ids.append(ids[mask.bool()].tolist())
+                    out.completion_ids.append(new[: end + 1] if end < len(new) else new)
+                    out.lengths.append(end)
+                    out.texts.append(tok.decode(new[:end], skip_special_tokens=True))
+    finally:
+        model.train(was_training)
+    return out
+
+
+@torch.no_grad()
+def completion_logprobs(policy: Any, samples: Samples, *, batch_size: int = 16) -> tuple[torch.Tensor, torch.Tensor]:
+    """Log-probabilities of each sampled completion token under `policy`: `(logprobs, mask)`, both
+    (n, longest completion), 0 at padding. One forward pass over prompt + completion per batch:
+    prompts left-padded, completions right-padded, positions counted from the first real token."""
+    policy = as_policy(policy)
+    model, pad = policy.model, policy.tokenizer.pad_token_id
+    width = max((len(c) for c in samples.completion_ids), default=1)
+    logprobs, mask = torch.zeros(len(samples.texts), width), torch.zeros(len(samples.texts), width)
+    was_training = model.training
+    model.eval()
+    try:
+        for start in range(0, len(samples.texts), batch_size):
+            prompts = samples.prompt_ids[start : start + batch_size]
+            completions = samples.completion_ids[start : start + batch_size]
+            p_len, c_len = max(map(len, prompts)), max(max(map(len, completions)), 1)
+            ids = torch.tensor(
+                [[pad] * (p_len - len(p)) + p + c + [pad] * (c_len - len(c)) for p, c in zip(prompts, completions)]
+            )
+            attention = torch.tensor(
+                [
+                    [0] * (p_len - len(p)) + [1] * (len(p) + len(c)) + [0] * (c_len - len(c))
+                    for p, c in zip(prompts, completions)
+                ]
+            )
+            positions = (attention.cumsum(-1) - 1).clamp(min=0)
+            device = policy.device
+            logits = (
+                model(input_ids=ids.to(device), attention_mask=attention.to(device), position_ids=positions.to(device))
+                .logits[:, p_len - 1 : -1]
+                .float()
+            )
+            targets = ids[:, p_len:].to(device)
+            token_lp = logits.gather(-1, targets.unsqueeze(-1)).squeeze(-1) - logits.logsumexp(-1)
+            real = attention[:, p_len:]
+            rows = slice(start, start + len(prompts))
+            logprobs[rows, :c_len] = token_lp.cpu() * real
+            mask[rows, :c_len] = real.float()
+    finally:
+        model.train(was_training)
+    return logprobs, mask
+
+
+def sequence_kl(logprobs: torch.Tensor, ref_logprobs: torch.Tensor, mask: torch.Tensor) -> dict[str, float]:
+    """Sequence-level KL(policy || ref) from samples of the policy: the mean over sequences of the
+    summed per-token k1 and k3 estimates, each with its standard error."""
+    from rlhf_lab.stages.ppo.kl import per_token_kl
+
+    out = {}
+    for name in ("k1", "k3"):
+        per_sequence = per_token_kl(logprobs, ref_logprobs, mask, name).sum(-1).double().numpy()
+        out[f"kl_{name}"], out[f"kl_{name}_se"] = stats.mean_se(per_sequence)
+    return out
+
+
+def perplexity(logprobs: torch.Tensor, mask: torch.Tensor) -> float:
+    """exp(- total log-probability / number of tokens) over every masked-in token."""
+    tokens = float(mask.sum())
+    if tokens == 0:
+        raise ValueError("no completion tokens to compute a perplexity over")
+    return float(np.exp(-float((logprobs * mask).sum()) / tokens))
+
+
+def evaluate(
+    policy: Any,
+    prompts: Any,
+    reward: Any = None,
+    ref: Any = None,
+    baseline: Any = None,
+    gold: Any = None,
+    *,
+    max_new_tokens: int = 64,
+    temperature: float = 1.0,
+    top_p: float = 1.0,
+    top_k: int = 0,
+    seed: int = 0,
+    batch_size: int = 16,
+    level: float = stats.LEVEL,
+    n_boot: int = stats.N_BOOT,
+) -> dict[str, Any]:
+    """Figures for `policy` on `prompts` (see the module docstring); `samples` holds each prompt's
+    completion and scores."""
+    prompts, gold = _prompts_and_gold(prompts, gold)
+    ev = _Evaluation(
+        prompts,
+        reward,
+        gold,
+        dict(
+            max_new_tokens=max_new_tokens,
+            temperature=temperature,
+            top_p=top_p,
+            top_k=top_k,
+            seed=seed,
+            batch_size=batch_size,
+        ),
+        dict(level=level, n_boot=n_boot, seed=seed),
+    )
+    return ev.figures(as_policy(policy), ref=ref, baseline=baseline)
+
+
+def compare(
+    models: Sequence[Any],
+    prompts: Any,
+    reward: Any = None,
+    ref: Any = None,
+    gold: Any = None,
+    *,
+    baseline: Any = 0,
+    show: bool | None = None,
+    panel_rows: int = 8,
+    **options: Any,
+):
+    """One row of `evaluate` figures per model (RunResults or policies, labelled by name), win rates
+    against `baseline` (an index into `models`, a policy, or None). Shows a side-by-side panel of
+    completions in a notebook (`show=None`) or when `show=True`; it is also in `df.attrs["panel_html"]`."""
+    import pandas as pd
+
+    if isinstance(models, (str, bytes)) or not isinstance(models, Sequence) or not models:
+        raise TypeError("compare needs a list of runs or policies, e.g. lab.compare([sft, ppo], prompts)")
+    policies = [as_policy(m) for m in models]
+    names = _unique([_name(m) for m in models])
+    prompts, gold = _prompts_and_gold(prompts, gold)
+    level, n_boot = options.pop("level", stats.LEVEL), options.pop("n_boot", stats.N_BOOT)
+    sampling = {"max_new_tokens": 64, **options}
+    unknown = set(sampling) - {"max_new_tokens", "temperature", "top_p", "top_k", "seed", "batch_size"}
+    if unknown:
+        raise TypeError(f"compare got unknown options {sorted(unknown)}; it takes evaluate's keyword options")
+    ev = _Evaluation(prompts, reward, gold, sampling, dict(level=level, n_boot=n_boot, seed=sampling.get("seed", 0)))
+    if isinstance(baseline, int) and not isinstance(baseline, bool):
+        baseline = policies[baseline]
+    baseline = None if baseline is None else as_policy(baseline)
+    rows, columns = [], {}
+    for name, policy in zip(names, policies):
+        figures = ev.figures(
+            policy, ref=ref, baseline=None if baseline is None or baseline.model is policy.model else baseline
+        )
+        columns[name] = figures.pop("samples")
+        rows.append({"model": name, **figures})
+    table = pd.DataFrame(rows).set_index("model")
+    table.attrs["samples"] = columns
+    table.attrs["panel_html"] = completions_html(prompts, columns, limit=panel_rows)
+    if show or (show is None and _in_notebook()):
+        from IPython.display import HTML, display
+
+        display(HTML(table.attrs["panel_html"]))
+    return table
+
+
+def completions_html(prompts: Sequence[Any], columns: dict[str, list[dict]], limit: int = 8) -> str:
+    """A table: one row per prompt, one column per model, every text escaped (never rendered as HTML)."""
+    cell = "border:1px solid #ccc;padding:4px;vertical-align:top;text-align:left"
+    pre = "white-space:pre-wrap;margin:0;font-family:inherit"
+    head = "".join(f'<th style="{cell}">{html.escape(str(n))}</th>' for n in ["prompt", *columns])
+    body = []
+    for i, prompt in enumerate(list(prompts)[:limit]):
+        cells = [f'<td style="{cell}"><pre style="{pre}">{html.escape(prompt_text(prompt))}</pre></td>']
+        for rows in columns.values():
+            scores = " ".join(f"{k}={rows[i][k]:.3g}" for k in ("reward", "gold") if k in rows[i])
+            cells.append(
+                f'<td style="{cell}"><pre style="{pre}">{html.escape(rows[i]["completion"])}</pre>'
+                f"<small>{html.escape(scores)}</small></td>"
+            )
+        body.append(f"<tr>{''.join(cells)}</tr>")
+    return f'<table style="border-collapse:collapse"><tr>{head}</tr>{"".join(body)}</table>'
+
+
+# ---------------------------------------------------------------------------------------------
+# Helpers
+
+
+class _Evaluation:
+    """Shared settings and caches: baseline and reference samples are drawn once per evaluation."""
+
+    def __init__(self, prompts: list, reward: Any, gold: Any, sampling: dict, bootstrap: dict) -> None:
+        self.prompts, self.sampling, self.bootstrap = prompts, sampling, bootstrap
+        self.reward = None if reward is None else as_scorer(reward, batch_size=sampling.get("batch_size", 16))
+        self.gold = None if gold is None else gold_scorer(gold)
+        self.pure = all(sampling.get(k, v) == v for k, v in PURE.items())
+        self._cache: dict[tuple[int, bool], tuple[Samples, dict]] = {}
+
+    def samples(self, policy: Policy, pure: bool = False) -> tuple[Samples, dict[str, np.ndarray]]:
+        key = (id(policy.model), pure)
+        if key not in self._cache:
+            settings = {**self.sampling, **(PURE if pure else {})}
+            drawn = sample(policy, self.prompts, **settings)
+            scores = {}
+            if self.reward is not None:
+                scores["reward"] = self.reward(drawn.prompts, drawn.texts)
+            if self.gold is not None:
+                scores["gold"] = self.gold(drawn.prompts, drawn.texts)
+            self._cache[key] = (drawn, scores)
+        return self._cache[key]
+
+    def figures(self, policy: Policy, *, ref: Any = None, baseline: Any = None) -> dict[str, Any]:
+        drawn, scores = self.samples(policy)
+        out: dict[str, Any] = {"n_prompts": len(drawn.texts)}
+        self._add(out, "length", stats.mean_ci(drawn.lengths, **self.bootstrap))
+        out["distinct_1"], out["distinct_2"] = (
+            stats.distinct_n(drawn.texts, 1),
+            stats.distinct_n(drawn.texts, 2),
+        )
+        for name, values in scores.items():
+            self._add(out, name, stats.mean_ci(values, **self.bootstrap))
+        if ref is not None:
+            ref = as_policy(ref)
+            _check_same_vocabulary(policy, ref)
+            kl_samples = drawn if self.pure else self.samples(policy, pure=True)[0]
+            batch = self.sampling.get("batch_size", 16)
+            logprobs, mask = completion_logprobs(policy, kl_samples, batch_size=batch)
+            out.update(sequence_kl(logprobs, completion_logprobs(ref, kl_samples, batch_size=batch)[0], mask))
+            ref_samples = self.samples(ref, pure=True)[0]
+            out["ppl_ref_samples"] = perplexity(*completion_logprobs(policy, ref_samples, batch_size=batch))
+        if baseline is not None:
+            base_scores = self.samples(as_policy(baseline))[1]
+            for name, values in scores.items():
+                self._add(
+                    out,
+                    f"win_rate_{name}",
+                    stats.win_rate(values, base_scores[name], **self.bootstrap),
+                    "rate",
+                )
+            if "gold" in scores:
+                self._add(
+                    out,
+                    "gold_diff",
+                    stats.paired_difference(scores["gold"], base_scores["gold"], **self.bootstrap),
+                )
+        out["samples"] = [
+            {"prompt": prompt_text(p), "completion": t, **{k: float(v[i]) for k, v in scores.items()}}
+            for i, (p, t) in enumerate(zip(drawn.prompts, drawn.texts))
+        ]
+        return out
+
+    @staticmethod
+    def _add(out: dict, name: str, result: dict, key: str = "mean") -> None:
+        out[name if key == "rate" else f"{name}_mean"] = result[key]
+        out[f"{name}_lo"], out[f"{name}_hi"] = result["lo"], result["hi"]
+
+
+def _prompts_and_gold(prompts: Any, gold: Any) -> tuple[list, Any]:
+    if isinstance(prompts, str):  # a task name: its test prompts and gold
+        from rlhf_lab.tasks import task
+
+        prompts = task(prompts)
+    if isinstance(prompts, Task):
+        return prompts.prompts("test"), prompts if gold is None else gold
+    if hasattr(prompts, "column_names"):  # a datasets.Dataset
+        if "prompt" not in prompts.column_names:
+            raise ValueError(
+                f"the prompts dataset has columns {prompts.column_names} but no 'prompt'; "
+                "load it with lab.load_prompts(...)"
+            )
+        prompts = prompts["prompt"]
+    prompts = [p["prompt"] if isinstance(p, dict) and "prompt" in p else p for p in prompts]
+    if not prompts:
+        raise ValueError("no prompts to evaluate on; pass a non-empty list, a prompts Dataset or a Task")
+    return prompts, gold
+
+
+def _check_same_vocabulary(policy: Policy, ref: Policy) -> None:
+    a, b = policy.tokenizer, ref.tokenizer
+    if len(a) != len(b) or a.eos_token_id != b.eos_token_id or a.pad_token_id != b.pad_token_id:
+        raise ValueError(
+            f"{policy.name} and the reference {ref.name} use different tokenizers; KL and perplexity "
+            "compare token probabilities, so the reference must share the policy's tokenizer"
+        )
+
+
+def _name(model: Any) -> str:
+    name = getattr(model, "name", None)
+    return name if isinstance(name, str) and name else type(model).__name__
+
+
+def _unique(names: list[str]) -> list[str]:
+    seen: dict[str, int] = {}
+    out = []
+    for name in names:
+        seen[name] = seen.get(name, 0) + 1
+        out.append(name if seen[name] == 1 else f"{name}#{seen[name]}")
+    return out
+
+
+def _in_notebook() -> bool:
+    try:
+        from IPython import get_ipython
+    except ImportError:
+        return False
+    shell = get_ipython()
+    return shell is not None and type(shell).__name__ == "ZMQInteractiveShell"
