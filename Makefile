@@ -46,6 +46,9 @@ demo: $(STAMP)
 regress: $(STAMP)
 	HF_HUB_OFFLINE=1 $(VENV)/bin/rlhf-lab regress --profile ci --jobs 2
 
+# ruff (lint and format) and the layer contracts in pyproject.toml (import-linter): parts import only
+# the parts below them, no import cycles, no private names across packages.
 lint: $(STAMP)
 	$(VENV)/bin/ruff check rlhf_lab tests benchmarks
 	$(VENV)/bin/ruff format --check rlhf_lab tests benchmarks
+	$(VENV)/bin/lint-imports

@@ -42,3 +42,36 @@ def test_no_large_or_weight_files_tracked():
         if path.is_file():
             assert path.suffix not in {".safetensors", ".bin", ".gguf", ".pt"}, path
             assert path.stat().st_size < 5 * 2**20, f"{path} is over 5 MB"
+
+
+MAX_MODULE_LINES = 400
+
+
+def test_modules_stay_small():
+    """One concept per module, readable in one sitting (DESIGN.md: aim for 100-400 lines)."""
+    sizes = {p.relative_to(ROOT): len(p.read_text().splitlines()) for p in (ROOT / "rlhf_lab").rglob("*.py")}
+    assert {str(p): n for p, n in sizes.items() if n > MAX_MODULE_LINES} == {}
+
+
+def test_ci_lints_and_the_layers_are_contracts():
+    ci = (ROOT / ".ci" / "run").read_text()
+    assert "make lint" in ci and "lint-imports" in (ROOT / "Makefile").read_text()
+    pyproject = (ROOT / "pyproject.toml").read_text()
+    for contract in ('type = "layers"', 'type = "acyclic_siblings"', 'type = "private_names"'):
+        assert contract in pyproject
+
+
+@pytest.mark.parametrize(
+    "line, private",
+    [
+        ("from rlhf_lab.models.loading import _pick_device", ["_pick_device"]),
+        ("from rlhf_lab.x import a, _b as c, __version__", ["_b"]),
+        ("from rlhf_lab.x import (a, _b,", ["_b"]),
+        ("import rlhf_lab.models._hidden", []),  # a private module is private_modules' business
+        ("from rlhf_lab import __version__", []),
+    ],
+)
+def test_the_private_names_contract_reads_import_lines(line, private):
+    from import_contracts import private_names
+
+    assert private_names(line) == private

@@ -16,6 +16,7 @@ way (a different slicing would show up as a spurious KL).
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any, NamedTuple
 
 import torch
@@ -150,6 +151,15 @@ class ActorCritic(nn.Module):
         """The critic's weights: the value head, or the whole separate critic."""
         module = self.value_head if self.value_head is not None else self.critic
         return {k: v.detach() for k, v in module.state_dict().items()}
+
+    def save(self, path: str | Path) -> None:
+        """The policy as a checkpoint (adapters only with LoRA) and the critic beside it, as safetensors."""
+        from safetensors.torch import save_file
+
+        self.policy.save_pretrained(path, safe_serialization=True)
+        critic = {k: v.contiguous().cpu() for k, v in self.critic_state().items()}
+        name = "value_head.safetensors" if self.value_head is not None else "critic.safetensors"
+        save_file(critic, str(Path(path) / name))
 
 
 def disable_dropout(model: nn.Module) -> None:

@@ -71,6 +71,23 @@ class Rollout:
             ended=self.ended[index],
         )
 
+    def sample_rows(self, update: int, scores: Tensor, parts: dict[str, list[float]], n: int) -> list[dict]:
+        """The first `n` completions as samples.jsonl rows: text, the score paid, each reward's score."""
+        rows = []
+        for i in range(min(n, len(self))):
+            prompt = self.prompts[i]
+            rows.append(
+                {
+                    "update": update,
+                    "prompt": prompt if isinstance(prompt, str) else prompt[-1]["content"],
+                    "completion": self.completions[i],
+                    "score": float(scores[i]),
+                    "ended": bool(self.ended[i]),
+                    "components": {name: values[i] for name, values in parts.items()},
+                }
+            )
+        return rows
+
     def to(self, device: torch.device | str) -> Rollout:
         moved = {f.name: getattr(self, f.name) for f in fields(self)}
         for name, value in moved.items():

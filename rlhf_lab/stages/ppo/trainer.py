@@ -32,6 +32,7 @@ from transformers import TrainerControl, TrainerState
 from rlhf_lab.models.chat import tokenize_prompts
 from rlhf_lab.rewards import RewardFunction, RunningNorm
 from rlhf_lab.stages.ppo.advantages import gae, masked_mean, token_rewards
+from rlhf_lab.stages.ppo.callbacks import Callbacks
 from rlhf_lab.stages.ppo.checkpoint import save_checkpoint
 from rlhf_lab.stages.ppo.kl import AdaptiveKLController, FixedKLController
 from rlhf_lab.stages.ppo.losses import explained_variance, policy_loss, value_loss
@@ -40,16 +41,8 @@ from rlhf_lab.stages.ppo.rollout import Rollout, make_generator, make_rollout
 
 MAX_NONFINITE_IN_A_ROW = 3
 # Averaged over every minibatch of an update, under TRL's PPO names.
-MINIBATCH_METRICS = (
-    "policy/approxkl_avg",
-    "policy/clipfrac_avg",
-    "loss/policy_avg",
-    "loss/value_avg",
-    "val/clipfrac_avg",
-    "policy/entropy_avg",
-    "val/ratio",
-    "val/ratio_var",
-)
+MINIBATCH_METRICS = ("policy/approxkl_avg", "policy/clipfrac_avg", "loss/policy_avg", "loss/value_avg")
+MINIBATCH_METRICS += ("val/clipfrac_avg", "policy/entropy_avg", "val/ratio", "val/ratio_var")
 
 
 class NonFiniteError(FloatingPointError):
@@ -338,21 +331,9 @@ class PPOTrainer:
         return dict(zip(names, stacked.tolist()))
 
     def _keep_samples(self, update: int, rollout: Rollout, scores: torch.Tensor, parts: dict) -> None:
-        rows = []
-        for i in range(min(self.config.num_samples, len(rollout))):
-            prompt = rollout.prompts[i]
-            rows.append(
-                {
-                    "update": update + 1,
-                    "prompt": prompt if isinstance(prompt, str) else prompt[-1]["content"],
-                    "completion": rollout.completions[i],
-                    "score": float(scores[i]),
-                    "ended": bool(rollout.ended[i]),
-                    "components": {_short(name): values[i] for name, values in parts.items()},
-                }
-            )
-        self.samples.extend(rows)
-        self.latest_samples = rows
+        parts = {_short(name): values for name, values in parts.items()}
+        self.latest_samples = rollout.sample_rows(update + 1, scores, parts, self.config.num_samples)
+        self.samples.extend(self.latest_samples)
 
     # ---- the run --------------------------------------------------------------------------------
 
@@ -405,41 +386,8 @@ class PPOTrainer:
     def save_model(self, path: str) -> None:
         """The policy (adapters only with LoRA) and the critic, main process only."""
         self.accelerator.wait_for_everyone()
-        if not self.accelerator.is_main_process:
-            return
-        from pathlib import Path
-
-        from safetensors.torch import save_file
-
-        actor = self.actor
-        actor.policy.save_pretrained(path, safe_serialization=True)
-        critic = {k: v.contiguous().cpu() for k, v in actor.critic_state().items()}
-        save_file(
-            critic,
-            str(Path(path) / ("value_head.safetensors" if actor.value_head is not None else "critic.safetensors")),
-        )
-
-
-class Callbacks:
-    """Sends the Trainer's callback events to transformers `TrainerCallback`s, as a Trainer would
-    (transformers' own CallbackHandler expects the Trainer's flow callback, whose job is ours here)."""
-
-    def __init__(self, callbacks: list, **objects: Any) -> None:
-        self.callbacks = list(callbacks)
-        self.objects = objects
-
-    def __getattr__(self, event: str):
-        if not event.startswith("on_"):
-            raise AttributeError(event)
-
-        def call(args, state, control, logs=None):
-            extra = {"logs": logs} if logs is not None else {}
-            for callback in self.callbacks:
-                result = getattr(callback, event)(args, state, control, **self.objects, **extra)
-                control = result if result is not None else control
-            return control
-
-        return call
+        if self.accelerator.is_main_process:
+            self.actor.save(path)
 
 
 def _averaged(sums: dict[str, float], count: int) -> dict[str, float]:
