@@ -1,6 +1,7 @@
 """Labelling latency (issue 6, target p95 < 100 ms): the time from a decision to the next pair
 being ready, i.e. one ``LabelingPanel.submit`` call (the label committed to disk, the next item
-taken from the PairGenerator, added to the store and put in the panel's traits), on the tiny
+taken from the PairGenerator and added to the store by the panel's ``LabelingSession``, and the
+session's state mirrored into the panel's traits), on the tiny
 model, with prefetch side by side with generating on demand (``prefetch=0``).
 
     python benchmarks/labeling_latency.py [--decisions 100] [--think 0.25] [--max-new-tokens 32]

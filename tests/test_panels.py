@@ -1,6 +1,8 @@
-"""LabelingPanel without a browser: the programmatic twins and the front end's messages write the
-right store events, progress counts, rankings, errors in the error traitlet, and text kept as
-text. The browser test (tests/browser) proves the JavaScript side in Chromium."""
+"""LabelingPanel without a browser, the widget layer over a LabelingSession: its synced traits
+mirror the session after every action (one state message each), the front end's messages reach
+the session (a stale key is ignored), errors land in the error traitlet, and the JavaScript never
+parses text as HTML. The labelling logic itself is tested on the session (tests/test_session.py);
+the browser test (tests/browser) proves the JavaScript side in Chromium."""
 
 import logging
 import re
@@ -10,6 +12,7 @@ import pytest
 
 from rlhf_lab.labeling.pairs import PairGenerator
 from rlhf_lab.labeling.panel import LabelingPanel, _asset
+from rlhf_lab.labeling.session import STATE, LabelingSession
 from rlhf_lab.labeling.store import PreferenceStore
 
 JS = Path(__file__).resolve().parents[1] / "widgets" / "labeling_panel.js"
@@ -44,92 +47,69 @@ def store(tmp_path):
         yield store
 
 
-class TestDecisions:
-    def test_submit_skip_undo_write_the_right_events(self, store):
-        panel = LabelingPanel(store, items(4), annotator="ana")
-        assert panel.prompt == "p0" and panel.responses == ["r0-0", "r0-1"]
-        assert isinstance(panel.submit("A"), int)
-        assert panel.prompt == "p1"  # the next item is loaded when submit returns
-        panel.skip()
-        assert panel.prompt == "p2"
-        panel.undo()  # voids the skip and shows p1 again; p2 comes next
-        assert panel.prompt == "p1"
-        panel.submit("2")
-        assert panel.prompt == "p2"
-        panel.submit("tie")
-        panel.submit("0")
+def trait_state(panel):
+    return {name: getattr(panel, name) for name in STATE}
+
+
+class TestMirror:
+    def test_traits_mirror_the_session_after_every_action(self, store):
+        panel = LabelingPanel(store, items(4, n=3), annotator="ana")
+        assert isinstance(panel.session, LabelingSession)
+        assert set(STATE) <= set(panel.trait_names(sync=True)), "every session state has a synced trait"
+        steps = [
+            lambda: panel.rank(2),
+            lambda: panel.press("1"),
+            lambda: panel.submit(),
+            lambda: panel.skip(),
+            lambda: panel.undo(),
+            lambda: panel.toggle_scores(),
+            lambda: panel.refresh(),
+            lambda: panel.press("0"),
+        ]
+        for step in steps:
+            step()
+            assert trait_state(panel) == panel.session.state()
+        assert (panel.prompt, panel.labeled, panel.skipped, panel.show_scores) == ("p2", 2, 0, True)
         assert decisions(store) == [
-            ("label", "p0", "A"),
+            ("label", "p0", [2, 0, 1]),
             ("label", "p1", "skip"),
             ("undo", "p1", "skip"),
-            ("label", "p1", "B"),
-            ("label", "p2", "tie"),
-            ("label", "p3", "both_bad"),
+            ("label", "p1", "both_bad"),
         ]
-        assert panel.done and panel.responses == [] and "All done" in panel.message
 
-    def test_undo_walks_back_and_says_when_there_is_nothing(self, store):
+    def test_one_state_message_per_action(self, store, monkeypatch):
         panel = LabelingPanel(store, items(3), annotator="ana")
+        sent = []
+        monkeypatch.setattr(panel, "_send", lambda msg, buffers=None: sent.append(msg["state"]))
         panel.submit("A")
-        panel.submit("B")
-        panel.undo()
-        panel.undo()
-        assert panel.prompt == "p0" and panel.labeled == 0
-        assert panel.undo() is None and panel.message == "Nothing to undo."
-        panel.submit("B")
-        assert panel.prompt == "p1"  # the items pushed back by the undos come next, in order
-        panel.submit("A")
-        assert panel.prompt == "p2"
-
-    def test_progress_counts(self, store):
-        panel = LabelingPanel(store, items(5), annotator="ana")
-        assert (panel.labeled, panel.skipped, panel.queued) == (0, 0, 5)
-        panel.submit("A")
-        panel.skip()
-        panel.submit("B")
-        assert (panel.labeled, panel.skipped, panel.queued) == (2, 1, 2)
-        assert panel.labels_per_minute == pytest.approx(3.0)  # 3 label events, counted over >= 1 minute
-        panel.undo()
-        assert (panel.labeled, panel.skipped, panel.queued) == (1, 1, 3)
-
-    def test_a_new_session_resumes_where_the_last_stopped(self, store):
-        first = LabelingPanel(store, items(3), annotator="ana")
-        first.submit("A")
-        second = LabelingPanel(store, items(3), annotator="ana")
-        assert second.prompt == "p1" and second.labeled == 1
-        other = LabelingPanel(store, items(3), annotator="bo")
-        assert other.prompt == "p0"  # per annotator
-
-    def test_ranking_for_three_responses(self, store):
-        panel = LabelingPanel(store, items(3, n=3), annotator="ana")
-        key(panel, "3")
-        key(panel, "1")
-        assert panel.ranking == [2, 0]
-        key(panel, "Backspace")  # takes back the last pick, not the previous label
-        assert panel.ranking == [2]
         key(panel, "2")
-        key(panel, "Enter")  # the last response is implied
-        panel.submit([1, 2, 0])
-        panel.rank(0)
-        with pytest.raises(ValueError, match="ranking has 1 of 3"):
-            panel.submit()
-        assert "ranking has 1 of 3" in panel.error
-        assert decisions(store) == [("label", "p0", [2, 1, 0]), ("label", "p1", [1, 2, 0])]
-        with pytest.raises(ValueError, match="picks one of two responses"):
-            panel.submit("A")
+        assert len(sent) == 2  # the browser never sees a new prompt with the old responses
+        assert {"item_id", "prompt", "responses", "labeled", "queued"} <= set(sent[0])
+        assert sent[1]["prompt"] == "p2" and sent[1]["responses"] == ["r2-0", "r2-1"]
 
-    def test_submit_when_nothing_is_left(self, store):
-        panel = LabelingPanel(store, [], annotator="ana")
-        assert panel.done
-        with pytest.raises(ValueError, match="no item on screen"):
-            panel.submit("A")
+    def test_a_panel_over_a_session_follows_it(self, store):
+        session = LabelingSession(store, items(3), annotator="ana")
+        session.submit("A")
+        panel = LabelingPanel(session=session)
+        assert panel.session is session and panel.prompt == "p1" and panel.labeled == 1
+        session.submit("B")  # driven directly (a simulated annotator, another cell): the traits follow
+        assert trait_state(panel) == session.state() and panel.prompt == "p2"
+        with pytest.raises(TypeError, match="either"):
+            LabelingPanel(store, items(1), annotator="ana", session=session)
+
+    def test_the_panel_api_is_the_sessions(self, store):
+        panel = LabelingPanel(store, items(2), annotator="ana")
+        assert isinstance(panel.submit("A"), int) and panel.prompt == "p1"
+        assert isinstance(panel.undo(), int) and panel.prompt == "p0"
+        assert panel.undo() is None and panel.message == "Nothing to undo."
+        assert panel.rejected is panel.session.rejected
 
 
 class TestFrontEndMessages:
     def test_keys_and_buttons_take_the_same_path(self, store, monkeypatch):
         calls = []
-        original = LabelingPanel._submit
-        monkeypatch.setattr(LabelingPanel, "_submit", lambda self, d: calls.append(d) or original(self, d))
+        original = LabelingSession._submit
+        monkeypatch.setattr(LabelingSession, "_submit", lambda self, d: calls.append(d) or original(self, d))
         panel = LabelingPanel(store, items(6), annotator="ana")
         panel.submit("A")
         key(panel, "2")
@@ -142,6 +122,7 @@ class TestFrontEndMessages:
         assert calls == ["A", "B", "tie", "skip", "skip"]
         assert panel.error == ""
         assert [d[0] for d in decisions(store)] == ["label"] * 4 + ["undo", "label", "undo"]
+        assert trait_state(panel) == panel.session.state()
 
     def test_a_key_meant_for_the_previous_item_is_ignored(self, store):
         panel = LabelingPanel(store, items(3), annotator="ana")
@@ -167,6 +148,8 @@ class TestFrontEndMessages:
         assert panel.show_scores and panel.scores == [0.25, -1.5]
         panel.toggle_scores()
         assert panel.scores == []
+        panel.show_scores = True  # setting the trait from Python is a toggle too
+        assert panel.session.show_scores and panel.scores == [0.25, -1.5]
 
     def test_scores_from_a_reward_model(self, store):
         class Reward:
@@ -184,14 +167,14 @@ class TestFrontEndMessages:
 
 
 class TestErrors:
-    def test_an_exception_in_a_callback_lands_in_the_error_traitlet(self, store, monkeypatch, caplog):
+    def test_an_exception_from_a_key_lands_in_the_error_traitlet(self, store, monkeypatch, caplog):
         panel = LabelingPanel(store, items(2), annotator="ana")
 
         def full(*args):
             raise OSError("disk full")
 
         monkeypatch.setattr(store, "label", full)
-        with caplog.at_level(logging.ERROR, logger="rlhf_lab.labeling.panel"):
+        with caplog.at_level(logging.ERROR, logger="rlhf_lab.labeling.session"):
             key(panel, "1")  # nothing escapes to Jupyter's log-and-forget handler
         assert "disk full" in panel.error and "disk full" in caplog.text
         assert panel.prompt == "p0"  # nothing was labelled, the item stays
@@ -199,13 +182,25 @@ class TestErrors:
         key(panel, "1")
         assert panel.error == "" and panel.prompt == "p1"  # the next action clears it
 
-    def test_an_error_in_the_score_observer_is_shown(self, store):
+    def test_programmatic_calls_show_the_error_and_raise(self, store):
+        panel = LabelingPanel(store, items(1, n=3), annotator="ana")
+        panel.rank(0)
+        with pytest.raises(ValueError, match="ranking has 1 of 3"):
+            panel.submit()
+        assert "ranking has 1 of 3" in panel.error and panel.ranking == [0]
+        with pytest.raises(ValueError, match="picks one of two responses"):
+            panel.submit("A")
+
+    def test_an_error_in_the_score_toggle_is_shown(self, store):
         class Broken:
             def score(self, prompts, completions):
                 raise RuntimeError("reward model on the wrong device")
 
         panel = LabelingPanel(store, items(1), annotator="ana", reward_model=Broken())
         click(panel, "toggle_scores")
+        assert "wrong device" in panel.error
+        panel.show_scores = False
+        panel.show_scores = True  # an observer: shown, never raised into Jupyter's log
         assert "wrong device" in panel.error
 
     def test_unknown_message_is_reported(self, store):
@@ -239,21 +234,11 @@ class TestBadInput:
         with pytest.raises(TypeError, match="wrap a single item in a list"):
             LabelingPanel(store, items(1)[0], annotator="ana")
 
-    def test_bad_items_are_named_and_passed_over(self, store):
-        source = [
-            {"prompt": "p0", "responses": ["", "fine"]},
-            {"prompt": "p1", "responses": []},
-            {"prompt": "p2", "responses": ["same", "same"]},
-            "not a dict",
-            {"prompt": "p3", "responses": ["a", "b"]},
-        ]
+    def test_bad_items_are_named_in_the_panel(self, store):
+        source = [{"prompt": "p0", "responses": ["", "fine"]}, {"prompt": "p1", "responses": ["a", "b"]}]
         panel = LabelingPanel(store, source, annotator="ana")
-        assert panel.prompt == "p3"
-        assert [index for index, _ in panel.rejected] == [1, 2, 3, 4]
-        why = " | ".join(message for _, message in panel.rejected)
-        assert "responses[0] is empty" in why and "at least 2" in why and "identical" in why
-        assert "source item #4 was not shown" in panel.error
-        assert [item.prompt_text for item in store.items()] == ["p3"]  # nothing half-written
+        assert panel.prompt == "p1" and [index for index, _ in panel.rejected] == [1]
+        assert "source item #1 was not shown" in panel.error and "responses[0] is empty" in panel.error
 
     def test_markup_is_kept_verbatim_for_the_front_end_to_show_as_text(self, store):
         evil = ['<img src=x onerror="alert(1)">', "<script>alert('x')</script> & <b>bold</b>"]

@@ -268,6 +268,28 @@ class TestEvents:
         assert store.decisions() == {other: {"ana": "B"}, pair: {"bob": "B"}}
         assert store.undo("cy") is None
 
+    def test_one_decision_in_force_agrees_with_decisions(self, store):
+        ids = store.add_items([{"prompt": f"p{i}", "responses": ["x", "y", "z"]} for i in range(3)])
+        assert store.decision(ids[0], "ana") is None
+        store.label(ids[0], "tie", "ana")
+        store.label(ids[0], [2, 1, 0], "ana")
+        store.label(ids[1], "skip", "ana")
+        store.label(ids[1], "both_bad", "bo")
+        assert store.decision(ids[0], "ana") == [2, 1, 0]  # the latest label wins
+        store.undo("ana", item_id=ids[0])
+        assert store.decision(ids[0], " ana") == "tie"  # the one before is in force again
+        store.undo("ana", item_id=ids[0])
+        assert store.decision(ids[0], "ana") is None
+        assert store.decision(ids[1], "ana") == "skip" and store.decision(ids[1], "bo") == "both_bad"
+        everything = store.decisions()
+        for item_id in ids:
+            for who in ("ana", "bo"):
+                assert store.decision(item_id, who) == everything.get(item_id, {}).get(who)
+        with pytest.raises(ValueError, match="'nope' is not in the store"):
+            store.decision("nope", "ana")
+        with pytest.raises(ValueError, match="annotator is empty"):
+            store.decision(ids[0], "")
+
     def test_a_ranking_of_two_is_stored_as_a_letter(self, store, pair):
         store.label(pair, [1, 0], "ana")
         assert store.events()[0].decision == "B"
@@ -558,6 +580,14 @@ class TestPrefsCli:
         assert "decisions in force: A 3, B 1, tie 1" in text
         assert [line.split()[:3] for line in text.splitlines()[-2:]] == [["ana", "3", "0"], ["bob", "2", "0"]]
         assert json.loads(prefs_cli.stats(path, as_json=True))["annotators"]["bob"]["pending"] == 1
+
+    def test_the_report_is_the_stores_own(self, path):
+        """One home: `rlhf-lab prefs stats` prints what store.report() returns (notebooks call that)."""
+        with PreferenceStore(path, create=False) as store:
+            text, data = store.report(window_s=600), json.loads(store.report(as_json=True))
+        assert text == prefs_cli.stats(path, window_s=600)
+        assert text.splitlines()[0] == f"{path} (schema v1)" and "labels per minute (last 10 min)" in text
+        assert data["items"] == 3 and data["annotators"]["ana"]["labeled"] == 3
 
     def test_export_and_import(self, path, tmp_path):
         out = tmp_path / "prefs.jsonl"

@@ -9,6 +9,7 @@ import pytest
 import rlhf_lab as lab
 from rlhf_lab.labeling.annotator import SimulatedAnnotator, label_pairs, preference_dataset
 from rlhf_lab.labeling.panel import LabelingPanel
+from rlhf_lab.labeling.session import LabelingSession
 from rlhf_lab.labeling.store import PreferenceStore
 from rlhf_lab.tasks import ArithmeticTask, ConciseTask
 
@@ -183,20 +184,40 @@ class TestAnnotator:
         with pytest.raises(ValueError, match="responses"):
             annotator.choice({"prompt": SUM, "responses": ["12"]})
 
-    def test_labels_a_panel_headless(self, tmp_path):
-        items = [
-            {"prompt": SUM, "responses": ["12", "13"]},
-            {"prompt": DIFF, "responses": ["11", "12"]},
-            {"prompt": SUM, "responses": ["7 + 5 = 12", "12"]},
-            {"prompt": DIFF, "responses": ["12!", "12"]},
-        ]
+    ITEMS = [
+        {"prompt": SUM, "responses": ["12", "13"]},
+        {"prompt": DIFF, "responses": ["11", "12"]},
+        {"prompt": SUM, "responses": ["7 + 5 = 12", "12"]},
+        {"prompt": DIFF, "responses": ["12!", "12"]},
+    ]
+    EXPECTED = {"12": "A", "11": "B", "7 + 5 = 12": "B", "12!": "tie"}
+
+    @staticmethod
+    def first_response_to_decision(store, who="sim"):
+        prompts = {item.id: [r.text for r in item.responses] for item in store.items()}
+        return {prompts[i][0]: by[who] for i, by in store.decisions([who]).items()}
+
+    def test_labels_a_session_headless(self, tmp_path):
         with PreferenceStore(tmp_path / "labels.sqlite") as store:
-            panel = LabelingPanel(store, items, annotator="sim")
+            session = LabelingSession(store, self.ITEMS, annotator="sim")
+            assert SimulatedAnnotator("arithmetic", temperature=0).label_session(session) == 4
+            assert session.done and session.labeled == 4 and session.skipped == 0  # a tie is a label
+            assert self.first_response_to_decision(store) == self.EXPECTED
+
+    def test_a_limit_and_rankings_of_three(self, tmp_path):
+        items = [{"prompt": SUM, "responses": ["13", "7 + 5 = 12", "12"]}, *self.ITEMS]
+        with PreferenceStore(tmp_path / "labels.sqlite") as store:
+            session = LabelingSession(store, items, annotator="sim")
+            assert SimulatedAnnotator("arithmetic", temperature=0).label_session(session, limit=2) == 2
+            assert not session.done and session.prompt == DIFF
+            assert self.first_response_to_decision(store) == {"13": [2, 1, 0], "12": "A"}
+
+    def test_label_panel_drives_the_panel_and_its_traits_follow(self, tmp_path):
+        with PreferenceStore(tmp_path / "labels.sqlite") as store:
+            panel = LabelingPanel(store, self.ITEMS, annotator="sim")
             assert SimulatedAnnotator("arithmetic", temperature=0).label_panel(panel) == 4
-            assert panel.done
-            prompts = {item.id: (item.prompt_text, [r.text for r in item.responses]) for item in store.items()}
-            got = {prompts[i][1][0]: by["sim"] for i, by in store.decisions(["sim"]).items()}
-        assert got == {"12": "A", "11": "B", "7 + 5 = 12": "B", "12!": "tie"}
+            assert panel.done and panel.labeled == 4 and panel.responses == []
+            assert self.first_response_to_decision(store) == self.EXPECTED
 
 
 class TestPreferenceSets:

@@ -23,28 +23,10 @@ StorePath = str | os.PathLike
 
 
 def stats(store: StorePath, window_s: float = 300.0, as_json: bool = False) -> str:
-    """Items, labelled items, events, decisions in force and a per-annotator table."""
+    """Items, labelled items, events, decisions in force and a per-annotator table: the store's
+    own ``PreferenceStore.report``, so a notebook prints the same with ``store.report()``."""
     with PreferenceStore(store, create=False) as opened:
-        data = opened.stats(window_s=window_s)
-    if as_json:
-        return json.dumps(data, indent=2)
-    decisions = ", ".join(f"{name} {count}" for name, count in data["decisions"].items())
-    lines = [
-        f"{data['path']} (schema v{data['schema_version']})",
-        f"items {data['items']}, labelled {data['labeled_items']}, events {data['events']} "
-        f"({_plural(data['label_events'], 'label')}, {_plural(data['undo_events'], 'undo')})",
-        f"decisions in force: {decisions}",
-        f"labels per minute (last {window_s / 60:g} min): {data['labels_per_minute']:.1f}",
-    ]
-    if data["annotators"]:
-        width = max(9, *(len(name) for name in data["annotators"]))
-        lines += ["", f"{'annotator':{width}}  labelled  skipped  events  pending  labels/min"]
-        for name, row in data["annotators"].items():
-            lines.append(
-                f"{name:{width}}  {row['labeled']:8d}  {row['skipped']:7d}  {row['events']:6d}  "
-                f"{row['pending']:7d}  {row['labels_per_minute']:10.1f}"
-            )
-    return "\n".join(lines)
+        return opened.report(window_s=window_s, as_json=as_json)
 
 
 def export(
@@ -94,10 +76,6 @@ def agreement(store: StorePath, annotators: list[str] | None = None, as_json: bo
         for pair in data["pairwise"]
     ]
     return "\n".join(lines)
-
-
-def _plural(count: int, noun: str) -> str:
-    return f"{count} {noun}{'' if count == 1 else 's'}"
 
 
 def _number(value: float) -> str:

@@ -2,7 +2,7 @@
 
     annotator = lab.SimulatedAnnotator(lab.task("concise"), temperature=0.1, seed=0)
     annotator.label(prompts, a, b)                 # "A", "B" or "tie" per pair
-    annotator.label_panel(panel)                   # drives a labelling session or panel to the end
+    annotator.label_session(session)               # labels a LabelingSession (or a panel) to the end
     prefs = lab.preference_dataset(policy, task.prompts("train"), annotator, n_pairs=500)
 
 The annotator prefers A with P = sigmoid((gold_A - gold_B) / T) (Bradley-Terry; T in gold units).
@@ -95,17 +95,21 @@ class SimulatedAnnotator:
         noisy = gold + self.temperature * self.rng.gumbel(size=len(responses))
         return [int(i) for i in np.argsort(-noisy, kind="stable")]
 
-    def label_panel(self, panel: Any, limit: int | None = None) -> int:
-        """Label a LabelingPanel's queue headless through `panel.submit`; returns how many were labelled."""
+    def label_session(self, session: Any, limit: int | None = None) -> int:
+        """Label a ``LabelingSession``'s queue to the end (or ``limit`` items) through
+        ``session.submit``, a pair by ``choice`` and N > 2 responses by ``rank``; returns how many
+        were labelled. A ``LabelingPanel`` works too: its traits follow the session."""
         done = 0
-        while not panel.done and (limit is None or done < limit):
-            responses = list(panel.responses)
-            decision = (
-                self.choice(panel.prompt, *responses) if len(responses) == 2 else self.rank(panel.prompt, responses)
-            )
-            panel.submit(decision)
+        while not session.done and (limit is None or done < limit):
+            responses = list(session.responses)
+            prompt = session.prompt
+            session.submit(self.choice(prompt, *responses) if len(responses) == 2 else self.rank(prompt, responses))
             done += 1
         return done
+
+    def label_panel(self, panel: Any, limit: int | None = None) -> int:
+        """``label_session`` for a ``LabelingPanel`` (or a session); kept for older notebooks."""
+        return self.label_session(panel, limit)
 
     def __repr__(self) -> str:
         return f"SimulatedAnnotator(temperature={self.temperature}, ties={self.ties}, seed={self.seed})"

@@ -6,10 +6,10 @@ a blind human A/B evaluation. A background thread fills a bounded queue, so the 
 ready before the person needs it. ``human_win_rate`` reads the A/B result back from a store.
 
     with lab.PairGenerator([ppo, sft], prompts, sampling={"max_new_tokens": 64}) as pairs:
-        panel = lab.LabelingPanel(store, pairs, annotator="ana")
+        panel = lab.LabelingPanel(store, pairs, annotator="ana")      # or lab.LabelingSession(...)
     lab.human_win_rate(store)             # WinRate: ppo vs sft, wins, losses, ties, Wilson 95% CI
 
-Each item is a dict that ``PreferenceStore.add_item`` and ``LabelingPanel`` read:
+Each item is a dict that ``PreferenceStore.add_item`` and ``LabelingSession`` read:
 ``{"prompt", "responses": [{"text", "model", "sampling", "seed", "metadata"}, ...], "metadata"}``
 with ``metadata["models"]`` the model at each shown position and ``metadata["generator"]``
 holding ``models`` (the order you gave), ``order`` (the given index shown at each position),
@@ -35,13 +35,13 @@ reward model also stores each response's score as ``metadata["reward"]`` (for th
 from __future__ import annotations
 
 import logging
-import math
 import queue
 import random
 import threading
 from collections.abc import Iterable, Iterator, Mapping, Sequence, Sized
 from typing import Any
 
+from rlhf_lab.labeling.active import disagreement, uncertainty
 from rlhf_lab.labeling.agreement import WinRate
 from rlhf_lab.rewards import as_scorer
 
@@ -274,34 +274,6 @@ class PairGenerator:
         if self.active == "none":
             return batch
         return [batch[i] for i in sorted(range(len(batch)), key=lambda i: keys[i])]
-
-
-# -- active-learning scores -----------------------------------------------------------------------
-
-
-def _sigmoid(x: float) -> float:
-    return 1.0 / (1.0 + math.exp(-x)) if x >= 0 else math.exp(x) / (1.0 + math.exp(x))
-
-
-def uncertainty(scores: Sequence[float]) -> float:
-    """How sure a reward model is about an item: ``min over pairs |sigmoid(r_i - r_j) - 0.5|``
-    (0 is a coin flip; 0.5 is certain). Active learning shows the smallest first."""
-    return min(
-        abs(_sigmoid(scores[i] - scores[j]) - 0.5) for i in range(len(scores)) for j in range(i + 1, len(scores))
-    )
-
-
-def disagreement(member_scores: Sequence[Sequence[float]]) -> float:
-    """How much ensemble members disagree on an item: over pairs (i, j), the largest population
-    std across members of ``sigmoid(r_mi - r_mj)``. Active learning shows the largest first."""
-    n = len(member_scores[0])
-    worst = 0.0
-    for i in range(n):
-        for j in range(i + 1, n):
-            probs = [_sigmoid(row[i] - row[j]) for row in member_scores]
-            mean = sum(probs) / len(probs)
-            worst = max(worst, math.sqrt(sum((p - mean) ** 2 for p in probs) / len(probs)))
-    return worst
 
 
 # -- argument checks ------------------------------------------------------------------------------

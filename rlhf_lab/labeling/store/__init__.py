@@ -7,14 +7,17 @@ in one SQLite file, exported to TRL's preference (DPO, reward model) and unpaire
     store.undo("ana")                          # an event that voids ana's latest label
     store.next_unlabeled("ana")                # the queue: the first item ana has not decided
     prefs = store.to_preferences()             # datasets.Dataset: prompt / chosen / rejected
+    print(store.report())                      # what `rlhf-lab prefs stats --store labels.sqlite` prints
 
 API (signatures in the class):
     add_item(prompt, responses, metadata=None, item_id=None) -> id   add_items(items) -> [id]
     get_item(id) -> Item    items() -> [Item]    events(annotator=None, item_id=None) -> [Event]
     label(item_id, decision, annotator) -> event id    label_many([(item_id, decision)], annotator)
     undo(annotator, item_id=None) -> event id | None    decisions() -> {item: {annotator: decision}}
+    decision(item_id, annotator) -> decision | None     (one annotator's decision in force on one item)
     next_unlabeled(annotator, exclude=()) -> Item | None    pending(annotator) -> int
-    labels_per_minute(annotator=None, window_s=300)    stats()    agreement()    win_rate(a, b)
+    labels_per_minute(annotator=None, window_s=300)    stats() -> dict    report() -> str
+    agreement()    win_rate(a, b)
     to_preferences()    to_unpaired()    to_jsonl(path)    import_file(source, kind="preference")
 
 Decisions: "A", "B" (N = 2), "tie", "both_bad", "skip", or a ranking (all N response indices,

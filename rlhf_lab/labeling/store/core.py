@@ -1,7 +1,8 @@
 """``PreferenceStore``: one SQLite file opened per thread (WAL, ``synchronous=FULL``), and the
 store's own operations: adding and reading items, label and undo events, the decisions in
-force, each annotator's queue, statistics, agreement and win rate. Exports and imports come
-from the ``ImportExport`` mixin in ``rlhf_lab.labeling.store.exchange``; the package docstring has the tour.
+force, each annotator's queue, agreement and win rate. Exports and imports come from the
+``ImportExport`` mixin (``rlhf_lab.labeling.store.exchange``), ``stats`` and ``report`` from the
+``Reports`` mixin (``rlhf_lab.labeling.store.report``); the package docstring has the tour.
 """
 
 from __future__ import annotations
@@ -10,14 +11,12 @@ import os
 import sqlite3
 import threading
 import time
-from collections import Counter
 from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 from rlhf_lab.labeling.agreement import (
-    SIMPLE_DECISIONS,
     Decision,
     WinRate,
     agreement_report,
@@ -28,10 +27,19 @@ from rlhf_lab.labeling.agreement import (
 )
 from rlhf_lab.labeling.store.exchange import ImportExport
 from rlhf_lab.labeling.store.items import Event, Item, Messages, _annotator, _item_row, _unknown_item
-from rlhf_lab.labeling.store.schema import _UNVOIDED, MIGRATIONS, _decisions, _load_items, _migrate, _undecided
+from rlhf_lab.labeling.store.report import Reports
+from rlhf_lab.labeling.store.schema import (
+    _IN_FORCE,
+    MIGRATIONS,
+    _decision,
+    _decisions,
+    _load_items,
+    _migrate,
+    _undecided,
+)
 
 
-class PreferenceStore(ImportExport):
+class PreferenceStore(ImportExport, Reports):
     """A preference-label store in one SQLite file; see the ``rlhf_lab.labeling.store`` docstring.
 
     ``create=False`` refuses to make a new file (for tools that only read). ``timeout``: seconds
@@ -238,8 +246,7 @@ class PreferenceStore(ImportExport):
         where, args = ("AND e.item_id = ?", (who, item_id)) if item_id is not None else ("", (who,))
         with self._write() as conn:
             target = conn.execute(
-                f"SELECT id, item_id FROM events e WHERE annotator = ? AND kind = 'label' {where} "
-                f"AND {_UNVOIDED} ORDER BY id DESC LIMIT 1",
+                f"SELECT id, item_id FROM events e WHERE annotator = ? {where} AND {_IN_FORCE} ORDER BY id DESC LIMIT 1",
                 args,
             ).fetchone()
             if target is None:
@@ -277,6 +284,13 @@ class PreferenceStore(ImportExport):
         with self._read() as conn:
             return _decisions(conn, annotators)
 
+    def decision(self, item_id: str, annotator: str) -> Decision | None:
+        """``annotator``'s decision in force on one item (a skip counts), or None if they have none:
+        their latest label that no undo voided. ValueError for an item the store does not hold."""
+        self._size(item_id)  # a clear error for an unknown item
+        with self._read() as conn:
+            return _decision(conn, item_id, _annotator(annotator))
+
     # -- queue ----------------------------------------------------------------------------------
 
     def next_unlabeled(self, annotator: str, exclude: Iterable[str] = ()) -> Item | None:
@@ -312,45 +326,7 @@ class PreferenceStore(ImportExport):
             return 0.0
         return recent / (max(now - max(now - window_s, first), 60.0) / 60.0)
 
-    # -- statistics -------------------------------------------------------------------------------
-
-    def stats(self, window_s: float = 300.0, now: float | None = None) -> dict[str, Any]:
-        """Counts for a progress bar or a CLI: items, labelled items (a decision other than skip
-        in force), events by kind, decisions in force by value, and per annotator: labelled,
-        skipped, events, pending (their queue) and labels per minute over ``window_s``."""
-        with self._read() as conn:
-            n_items = conn.execute("SELECT COUNT(*) FROM items").fetchone()[0]
-            kinds = dict(conn.execute("SELECT kind, COUNT(*) FROM events GROUP BY kind").fetchall())
-            events = dict(conn.execute("SELECT annotator, COUNT(*) FROM events GROUP BY annotator").fetchall())
-            decided = _decisions(conn, None)
-        values: Counter = Counter()
-        per: dict[str, Counter] = {name: Counter() for name in events}
-        for by in decided.values():
-            for name, decision in by.items():
-                values[decision if isinstance(decision, str) else "ranking"] += 1
-                per[name]["skipped" if decision == "skip" else "labeled"] += 1
-        return {
-            "path": str(self.path),
-            "schema_version": self.schema_version,
-            "items": n_items,
-            "labeled_items": sum(any(d != "skip" for d in by.values()) for by in decided.values()),
-            "events": sum(kinds.values()),
-            "label_events": kinds.get("label", 0),
-            "undo_events": kinds.get("undo", 0),
-            "decisions": {name: values[name] for name in (*SIMPLE_DECISIONS, "ranking")},
-            "window_s": window_s,
-            "labels_per_minute": self.labels_per_minute(None, window_s, now),
-            "annotators": {
-                name: {
-                    "labeled": per[name]["labeled"],
-                    "skipped": per[name]["skipped"],
-                    "events": events[name],
-                    "pending": n_items - per[name]["labeled"] - per[name]["skipped"],
-                    "labels_per_minute": self.labels_per_minute(name, window_s, now),
-                }
-                for name in sorted(events)
-            },
-        }
+    # -- agreement ------------------------------------------------------------------------------
 
     def agreement(self, annotators: Iterable[str] | None = None) -> dict[str, Any]:
         """Inter-annotator agreement over shared items (skips left out): Krippendorff's alpha

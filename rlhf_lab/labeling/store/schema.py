@@ -15,6 +15,9 @@ from rlhf_lab.labeling.agreement import Decision, decode_decision
 from rlhf_lab.labeling.store.items import Item, Response, _annotator
 
 _UNVOIDED = "NOT EXISTS (SELECT 1 FROM events u WHERE u.voids = e.id)"
+# A decision in force: a label event (alias ``e``) that no undo voided. An annotator's decision on
+# an item is the latest such event; every read of "in force" goes through this one condition.
+_IN_FORCE = f"e.kind = 'label' AND {_UNVOIDED}"
 
 
 def _immutable(table: str) -> list[str]:
@@ -102,15 +105,22 @@ def _load_items(conn: sqlite3.Connection, where: str = "", args: tuple = ()) -> 
 def _decisions(conn: sqlite3.Connection, annotators: Iterable[str] | None) -> dict[str, dict[str, Decision]]:
     wanted = None if annotators is None else {_annotator(a) for a in annotators}
     out: dict[str, dict[str, Decision]] = {}
-    query = f"SELECT item_id, annotator, decision FROM events e WHERE kind = 'label' AND {_UNVOIDED} ORDER BY id"
+    query = f"SELECT item_id, annotator, decision FROM events e WHERE {_IN_FORCE} ORDER BY id"
     for item_id, who, text in conn.execute(query):
         if wanted is None or who in wanted:
             out.setdefault(item_id, {})[who] = decode_decision(text)  # later rows win: the latest label in force
     return out
 
 
+def _decision(conn: sqlite3.Connection, item_id: str, annotator: str) -> Decision | None:
+    """``annotator``'s decision in force on one item (skips included), or None if they have none."""
+    row = conn.execute(
+        f"SELECT decision FROM events e WHERE e.item_id = ? AND e.annotator = ? AND {_IN_FORCE} "
+        "ORDER BY e.id DESC LIMIT 1",
+        (item_id, annotator),
+    ).fetchone()
+    return None if row is None else decode_decision(row[0])
+
+
 def _undecided() -> str:
-    return (
-        "NOT EXISTS (SELECT 1 FROM events e WHERE e.item_id = i.id AND e.annotator = ? "
-        f"AND e.kind = 'label' AND {_UNVOIDED})"
-    )
+    return f"NOT EXISTS (SELECT 1 FROM events e WHERE e.item_id = i.id AND e.annotator = ? AND {_IN_FORCE})"
