@@ -1,6 +1,16 @@
-"""Run configs: a base dataclass every stage config extends, YAML round trip, `--set k=v` overrides.
+"""Run configs: the fields and checks every stage config shares, YAML round trip, `--set k=v` overrides.
 
-The helpers work on any dataclass (TRL's configs are dataclasses too), so one loader serves
+Two bases, one per kind of run: `RunConfig` (folder, name, seed, logging) is the base of configs
+that are plain dataclasses, such as `PPOConfig`; the TRL stage configs get the same fields from
+`transformers.TrainingArguments` instead. `LabConfig` is the mixin on top of either: the lab's own
+fields (model, data, num_samples, monitor, lora_r, bf16) and their checks, so
+`class PPOConfig(LabConfig, RunConfig)` and `class SFTConfig(TRLStageConfig, trl.SFTConfig)` (with
+`TRLStageConfig(LabConfig)`) declare them once.
+
+Checks are tables of `Rule`s (`positive_int`, `count`, `number`, `optional`, `one_of`): one line per
+field, and every message names the field, the value it got and a fix.
+
+The YAML helpers work on any dataclass (TRL's configs are dataclasses too), so one loader serves
 every stage: `load_config(SFTConfig, "configs/sft.yaml", ["learning_rate=1e-4"])`.
 An unknown key is an error with a did-you-mean, never silently ignored.
 """
@@ -9,10 +19,12 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import math
 import random
 import time
 import types
 import typing
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
@@ -56,6 +68,155 @@ class RunConfig:
             raise ConfigError(f"log_level must be debug, info, warning or error, got {self.log_level!r}")
         if self.run_name is None:
             self.run_name = Path(self.output_dir).name
+
+
+@dataclass(frozen=True)
+class Rule:
+    """What one field's value must be: `ok(value)`, the phrase for the message, a note and a fix.
+
+    The message reads "{field} must be {must_be}, got {value!r} ({note}). Fix: {fix}." where `{name}`
+    in the fix stands for the field's name.
+    """
+
+    ok: Callable[[Any], bool]
+    must_be: str
+    fix: str = ""
+    note: str = ""
+
+    def check(self, name: str, value: Any) -> None:
+        if self.ok(value):
+            return
+        note = f" ({self.note})" if self.note else ""
+        fix = f" Fix: {self.fix.replace('{name}', name)}." if self.fix else ""
+        raise ConfigError(f"{name} must be {self.must_be}, got {value!r}{note}.{fix}")
+
+
+def check_rules(config: Any, rules: Mapping[str, Rule]) -> None:
+    """Check each field named in `rules`; the first one that fails raises its ConfigError."""
+    for name, rule in rules.items():
+        rule.check(name, getattr(config, name))
+
+
+def is_int(value: Any) -> bool:
+    """A whole number (bools are not numbers here, though Python counts them as ints)."""
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def is_number(value: Any) -> bool:
+    """A real number that is not NaN or +-inf (bools are not numbers here)."""
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def positive_int(fix: str = "set {name} >= 1") -> Rule:
+    return Rule(lambda v: is_int(v) and v >= 1, "a positive integer", fix)
+
+
+def count(fix: str = "") -> Rule:
+    """A whole number >= 0 (0 usually turns something off)."""
+    return Rule(lambda v: is_int(v) and v >= 0, "an integer >= 0", fix)
+
+
+def number(
+    low: float | None = None,
+    high: float | None = None,
+    *,
+    above: bool = False,
+    what: str = "",
+    fix: str = "",
+    note: str = "",
+) -> Rule:
+    """A finite number >= low (> low with `above`) and <= high; `what` starts the phrase ("a number")."""
+
+    def ok(v: Any) -> bool:
+        if not is_number(v):
+            return False
+        if low is not None and (v <= low if above else v < low):
+            return False
+        return high is None or v <= high
+
+    if low is None:
+        phrase = "a finite number"
+    elif high is None:
+        phrase = f"{'>' if above else '>='} {low}"
+    else:
+        phrase = f"in {'(' if above else '['}{low}, {high}]"
+    return Rule(ok, f"{what} {phrase}".strip(), fix, note)
+
+
+def optional(rule: Rule, meaning: str = "") -> Rule:
+    """`rule`, or None (`meaning` says what None does, e.g. "no clipping")."""
+    extra = f" ({meaning})" if meaning else ""
+    return Rule(lambda v: v is None or rule.ok(v), f"{rule.must_be} or None{extra}", rule.fix, rule.note)
+
+
+def one_of(choices: Iterable[str], fix: str = "") -> Rule:
+    choices = tuple(choices)
+    return Rule(lambda v: v in choices, f"one of {', '.join(map(repr, choices))}", fix)
+
+
+def gpu_bf16() -> bool:
+    """bf16 by default only where it is fast and exact enough: a CUDA GPU that supports it."""
+    import torch  # here, not at the top: reading a config must not import torch
+
+    return torch.cuda.is_available() and torch.cuda.is_bf16_supported()
+
+
+LAB_RULES: dict[str, Rule] = {
+    "num_samples": count("0 writes none"),
+    "lora_r": count("0 trains every weight; a LoRA rank is e.g. 16"),
+    # Every stage config has a learning rate (TRL's TrainingArguments or PPOConfig's own).
+    "learning_rate": number(0, what="a number", note="0 freezes the weights", fix="e.g. learning_rate=1e-5"),
+}
+
+
+@dataclass
+class LabConfig:
+    """The lab's fields on every stage config, declared once, with their checks (`LAB_RULES`).
+
+    A mixin: put it first among the bases, before `RunConfig` or a TRL config (through
+    `TRLStageConfig`), so its fields and defaults win. Its `__post_init__` runs the base's.
+    """
+
+    model: str | None = field(
+        default=None,
+        metadata={
+            "help": "What to start from when run from the CLI: None (embedded SmolLM2), a path, "
+            "a hub id, a run folder, or 'tiny' (tiny random Llama)."
+        },
+    )
+    data: str = field(
+        default="starter",
+        metadata={"help": "Training data file (prompts for PPO), or 'starter' for the shipped set."},
+    )
+    num_samples: int = field(
+        default=4,
+        metadata={"help": "Completions written to samples.jsonl (held-out ones; PPO: per update); 0: none."},
+    )
+    monitor: bool = field(
+        default=True,
+        metadata={
+            "help": "Attach a LiveMonitor: live plots in a notebook, monitor.html in the run folder, "
+            "alerts in summary.json."
+        },
+    )
+    lora_r: int = field(
+        default=0,
+        metadata={
+            "help": "LoRA rank (0: train every weight); a stage's `lora=` argument wins. With LoRA a "
+            "reference model is the base with the adapters disabled: no second copy."
+        },
+    )
+    bf16: bool | None = field(
+        default=None, metadata={"help": "bf16 mixed precision; default: on a GPU that supports it, never on CPU."}
+    )
+
+    def __post_init__(self) -> None:
+        if self.bf16 is None:
+            self.bf16 = gpu_bf16()
+        check_rules(self, LAB_RULES)
+        parent = getattr(super(), "__post_init__", None)  # RunConfig's or TRL's, whichever comes next
+        if parent is not None:
+            parent()
 
 
 def to_dict(config: Any) -> dict:

@@ -106,7 +106,7 @@ def test_demo_runs_the_quickstart_notebook_and_exports_html(tmp_path):
     "override, message",
     [
         ("max_stepz=3", "did you mean 'max_steps'"),
-        ("num_samples=-1", "num_samples must be 0 or more"),
+        ("num_samples=-1", "num_samples must be an integer >= 0, got -1"),
     ],
 )
 def test_stage_bad_override_is_one_clear_line(override, message, capsys):

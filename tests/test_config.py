@@ -4,7 +4,20 @@ from dataclasses import dataclass, field
 
 import pytest
 
-from rlhf_lab.config import ConfigError, RunConfig, apply_overrides, from_yaml, load_config, to_yaml
+from rlhf_lab.config import (
+    ConfigError,
+    LabConfig,
+    RunConfig,
+    apply_overrides,
+    count,
+    from_yaml,
+    load_config,
+    number,
+    one_of,
+    optional,
+    positive_int,
+    to_yaml,
+)
 
 
 @dataclass
@@ -85,3 +98,69 @@ def test_shipped_example_configs_load(name):
     root = Path(__file__).resolve().parents[1]
     config = load_config(config_class, root / "configs" / f"{name}.yaml")
     assert config.output_dir == f"runs/{name}" and config.model is None
+
+
+@pytest.mark.parametrize(
+    ("rule", "value", "message"),
+    [
+        (positive_int(), 0, r"^n must be a positive integer, got 0\. Fix: set n >= 1\.$"),
+        (positive_int(), True, r"^n must be a positive integer, got True\."),  # a bool is no count
+        (count("0 turns it off"), -1, r"^n must be an integer >= 0, got -1\. Fix: 0 turns it off\.$"),
+        (number(0, above=True, what="a number"), 0.0, r"^n must be a number > 0, got 0\.0\.$"),
+        (number(0, fix="e.g. n=1"), float("inf"), r"^n must be >= 0, got inf\. Fix: e\.g\. n=1\.$"),
+        (number(0, 1), 1.5, r"^n must be in \[0, 1\], got 1\.5\.$"),
+        (number(0, 1, above=True), 0, r"^n must be in \(0, 1\], got 0\.$"),
+        (number(0, note="0 freezes"), -1, r"^n must be >= 0, got -1 \(0 freezes\)\.$"),
+        (optional(number(0, above=True), "off"), -2.0, r"^n must be > 0 or None \(off\), got -2\.0\.$"),
+        (optional(number()), float("nan"), r"^n must be a finite number or None, got nan\.$"),
+        (one_of(("a", "b"), "n='a'"), "c", r"^n must be one of 'a', 'b', got 'c'\. Fix: n='a'\.$"),
+    ],
+)
+def test_rules_say_field_value_and_fix(rule, value, message):
+    with pytest.raises(ConfigError, match=message):
+        rule.check("n", value)
+
+
+@pytest.mark.parametrize(
+    ("rule", "good"),
+    [
+        (positive_int(), [1, 10**9]),
+        (count(), [0, 3]),
+        (number(0, 1), [0, 0.5, 1]),
+        (number(0, 1, above=True), [1e-9, 1]),
+        (optional(number(0, above=True)), [None, 0.1]),
+        (one_of(("a", "b")), ["a", "b"]),
+    ],
+)
+def test_rules_accept_their_range(rule, good):
+    for value in good:
+        rule.check("n", value)
+
+
+def test_lab_config_fields_are_declared_once_for_trl_and_ppo():
+    from dataclasses import fields
+
+    import rlhf_lab.stages.common as common
+    from rlhf_lab.stages.ppo.config import PPOConfig
+    from rlhf_lab.stages.sft import SFTConfig
+
+    shared = {f.name: f for f in fields(LabConfig)}
+    assert set(shared) == {"model", "data", "num_samples", "monitor", "lora_r", "bf16"}
+    for config_class in (PPOConfig, SFTConfig):
+        assert issubclass(config_class, LabConfig)
+        by_name = {f.name: f for f in fields(config_class)}
+        for name, declared in shared.items():  # the same help: nobody redeclared it
+            assert by_name[name].metadata["help"] == declared.metadata["help"], (config_class.__name__, name)
+    assert not hasattr(common, "LabFields")  # the TRL side adds TRL-only fields, not a second copy
+
+
+@pytest.mark.parametrize("config_class", ["sft", "reward", "ppo"])
+def test_learning_rate_zero_is_a_control_run_and_negative_is_refused(config_class, tmp_path):
+    from rlhf_lab.stages import stage
+
+    cls = stage(config_class)[1]
+    assert cls(output_dir=str(tmp_path / "run"), learning_rate=0.0).learning_rate == 0.0
+    with pytest.raises(ConfigError, match=r"learning_rate must be a number >= 0, got -0\.1 \(0 freezes the weights\)"):
+        cls(output_dir=str(tmp_path / "run"), learning_rate=-0.1)
+    with pytest.raises(ConfigError, match="num_samples must be an integer >= 0, got -1"):
+        cls(output_dir=str(tmp_path / "run"), num_samples=-1)

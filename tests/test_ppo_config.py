@@ -69,8 +69,8 @@ def test_fields_exist_by_name_with_help():
             r"gradient_accumulation_steps = 4 x 1 = 4",
         ),
         ({"batch_size": 16, "mini_batch_size": 4, "gradient_accumulation_steps": 3}, r"4 x 3 = 12.*Fix"),
-        ({"learning_rate": 0.0}, r"learning_rate must be a number > 0, got 0\.0"),
-        ({"learning_rate": -1e-5}, r"learning_rate must be a number > 0"),
+        ({"learning_rate": -1e-5}, r"learning_rate must be a number >= 0, got -1e-05 \(0 freezes the weights\)\. Fix"),
+        ({"learning_rate": float("nan")}, r"learning_rate must be a number >= 0, got nan"),
         ({"temperature": 0.0}, r"temperature must be a number > 0"),
         ({"max_new_tokens": 0}, r"max_new_tokens must be a positive integer, got 0"),
         ({"total_updates": -1}, r"total_updates must be a positive integer"),
@@ -97,6 +97,10 @@ def test_fields_exist_by_name_with_help():
 def test_bad_config_raises_config_error(overrides, match):
     with pytest.raises(ConfigError, match=match):
         PPOConfig(**overrides)
+
+
+def test_learning_rate_zero_is_a_control_run():
+    assert PPOConfig(learning_rate=0.0).learning_rate == 0.0  # 0 freezes the weights; still a valid run
 
 
 def test_valid_non_defaults_are_accepted():

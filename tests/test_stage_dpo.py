@@ -14,7 +14,7 @@ from transformers import TrainerCallback
 
 from rlhf_lab import tiny_model
 from rlhf_lab.config import ConfigError, from_dict, from_yaml
-from rlhf_lab.stages.common import load_run
+from rlhf_lab.runs import load_run
 from rlhf_lab.stages.dpo import DPO_LOSS_TYPES, DPOConfig, dpo
 
 # Learnable in a few steps: the chosen reply is always one short pattern, the rejected another. A short

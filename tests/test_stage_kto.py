@@ -15,7 +15,7 @@ from test_stage_dpo import assert_same_outputs, refuse_to_load, snapshot, watch_
 
 from rlhf_lab import tiny_model
 from rlhf_lab.config import ConfigError, from_dict
-from rlhf_lab.stages.common import load_run
+from rlhf_lab.runs import load_run
 from rlhf_lab.stages.kto import KTO_LOSS_TYPES, KTOConfig, kto, load_unpaired, unpair
 from rlhf_lab.starter import starter_data
 

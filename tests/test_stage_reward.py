@@ -9,15 +9,10 @@ import torch
 from transformers import TrainerCallback
 
 from rlhf_lab import ConfigError, RewardModel, load_reward_model, tiny_model
+from rlhf_lab.rewards import RewardEnsemble
+from rlhf_lab.runs import RewardRun, load_reward_run, load_run
 from rlhf_lab.stages import reward as reward_stage
-from rlhf_lab.stages.common import load_run
-from rlhf_lab.stages.reward import (
-    RewardConfig,
-    RewardEnsemble,
-    RewardRun,
-    load_reward_run,
-    train_reward_model,
-)
+from rlhf_lab.stages.reward import RewardConfig, train_reward_model
 from rlhf_lab.stages.reward_eval import METRICS
 
 WORDS = ["apple", "river", "stone", "cloud", "green", "table", "music", "light", "paper", "chair", "window"]
@@ -239,18 +234,31 @@ class TestEnsemble:
 
     def test_folder_summary_and_reload(self, ensemble):
         folder = ensemble.output_dir
-        for name in ("ensemble.json", "config.yaml", "summary.json", "samples.jsonl", "metrics.jsonl"):
+        for name in ("run.json", "config.yaml", "summary.json", "samples.jsonl", "metrics.jsonl"):
             assert (folder / name).exists(), name
-        assert not (folder / "run.json").exists()
+        assert not (folder / "ensemble.json").exists()
+        manifest = json.loads((folder / "run.json").read_text())
+        assert manifest["kind"] == "ensemble" and manifest["stage"] == "reward"
+        assert (manifest["members"], manifest["aggregate"], manifest["lambda"]) == (
+            ["member-0", "member-1"],
+            "mean_minus_std",
+            0.5,
+        )
+        assert {row["member"] for row in map(json.loads, (folder / "metrics.jsonl").read_text().splitlines())} == {
+            0,
+            1,
+        }
         summary = json.loads((folder / "summary.json").read_text())
         assert summary["ensemble"] == 2 and len(summary["member_eval"]) == 2
         assert set(summary["eval"]) == set(METRICS)
         sample = json.loads((folder / "samples.jsonl").read_text().splitlines()[0])
         assert len(sample["members"]) == 2
-        again = load_reward_run(folder)
-        assert isinstance(again, RewardEnsemble) and (again.aggregate, again.lam) == ("mean_minus_std", 0.5)
         prompts, texts = all_texts(marker_pairs(3, seed=3))
-        assert again(prompts, texts) == pytest.approx(ensemble(prompts, texts), abs=1e-5)
+        for again in (load_run(folder), load_reward_run(folder)):  # both go through run.json's kind
+            assert isinstance(again, RewardEnsemble) and (again.aggregate, again.lam) == ("mean_minus_std", 0.5)
+            assert [m.output_dir.name for m in again.members] == ["member-0", "member-1"]
+            assert again(prompts, texts) == pytest.approx(ensemble(prompts, texts), abs=1e-5)
+        assert set(again.metrics["member"]) == {0, 1} and again.summary == summary
 
 
 class TestBadInput:
@@ -269,7 +277,7 @@ class TestBadInput:
             ({"ensemble_aggregate": "median"}, "ensemble_aggregate must be one of mean, mean_minus_std"),
             ({"ensemble_lambda": -1.0}, "ensemble_lambda must be >= 0"),
             ({"eval_fraction": 1.0}, r"eval_fraction must be in \[0, 1\)"),
-            ({"learning_rate": 0.0}, "learning_rate must be positive"),
+            ({"learning_rate": -1.0}, r"learning_rate must be a number >= 0, got -1\.0 \(0 freezes the weights\)"),
             ({"center_rewards_coefficient": -0.1}, "center_rewards_coefficient must be >= 0"),
         ],
     )

@@ -9,7 +9,7 @@ from transformers import TrainerCallback
 
 import rlhf_lab.stages.common as common
 from rlhf_lab.config import ConfigError, from_yaml
-from rlhf_lab.stages.common import load_run
+from rlhf_lab.runs import load_run
 from rlhf_lab.stages.sft import PROBES, SFTConfig, sft, training_chat_template
 
 # a learnable toy set: the answer repeats a word taken from the question
@@ -130,8 +130,9 @@ def no_model_loads(monkeypatch):
 
 
 def test_bad_configs_fail_before_any_model_loads(tmp_path, no_model_loads):
-    with pytest.raises(ConfigError, match="learning_rate must be positive"):
-        config(tmp_path, learning_rate=0)
+    with pytest.raises(ConfigError, match=r"learning_rate must be a number >= 0, got -1e-05 \(0 freezes the weights\)"):
+        config(tmp_path, learning_rate=-1e-5)
+    assert config(tmp_path, learning_rate=0).learning_rate == 0  # a control run: the weights stay as they were
     with pytest.raises(
         ConfigError, match=r"batch_size=10 is not a multiple of per_device_train_batch_size x processes = 4"
     ):

@@ -31,10 +31,11 @@ import difflib
 import json
 import math
 import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from rlhf_lab.runs import atomic_write
 
 ENV_VAR = "RLHF_LAB_RECORD"
 METADATA_KEY = "rlhf_lab"
@@ -110,22 +111,7 @@ def read_records(path: str | os.PathLike, *, missing_ok: bool = False) -> dict[s
 
 def write_records(path: str | os.PathLike, values: dict[str, Any]) -> None:
     """Write `values` as a JSON object (atomically)."""
-    write_text_atomic(path, json.dumps(values, indent=2, sort_keys=True) + "\n")
-
-
-def write_text_atomic(path: str | os.PathLike, text: str) -> None:
-    """A temporary file in the same folder, then renamed over `path`: a reader never sees half a file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as handle:
-            handle.write(text)
-        os.chmod(tmp, 0o644)  # mkstemp makes it private; these are ordinary project files
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    atomic_write(path, json.dumps(values, indent=2, sort_keys=True) + "\n")
 
 
 def notebook_records(notebook: Any) -> dict[str, Any]:

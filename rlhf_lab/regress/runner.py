@@ -39,8 +39,8 @@ from rlhf_lab.regress.baselines import (
     store_in_notebook,
     updated_baselines,
     write_records,
-    write_text_atomic,
 )
+from rlhf_lab.runs import atomic_write
 
 _ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
 COLUMNS = ("notebook", "metric", "baseline", "value", "check", "status")
@@ -94,7 +94,7 @@ def regress(
         new_text = dump_baselines(updated_baselines(known, profile, runs))
         diff = baseline_diff(old_text, new_text, str(baselines_path))
         if diff:
-            write_text_atomic(baselines_path, new_text)
+            atomic_write(baselines_path, new_text)
             log(f"updated {baselines_path}:\n{diff}")
         else:
             log(f"{baselines_path}: unchanged")
@@ -332,6 +332,6 @@ def demo(out: str | os.PathLike = "runs/demo", notebooks_dir: str | os.PathLike 
         from nbconvert import HTMLExporter
 
         body, _ = HTMLExporter().from_filename(str(executed))
-        write_text_atomic(executed.with_suffix(".html"), body)
+        atomic_write(executed.with_suffix(".html"), body)
         log(f"demo: {executed.with_suffix('.html')}")
     return code

@@ -8,7 +8,6 @@ The reference model follows the rules in `rlhf_lab.stages.reference`, shared wit
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -16,8 +15,10 @@ import trl
 
 from rlhf_lab.config import ConfigError, default_run_dir
 from rlhf_lab.data import load_preferences
-from rlhf_lab.stages.common import LabFields, RunResult, check_not_empty, resolve_data
+from rlhf_lab.runs import RunResult
+from rlhf_lab.stages.common import check_not_empty, resolve_data
 from rlhf_lab.stages.reference import check_beta, check_choice, check_sync_ref, help_names, train_with_reference
+from rlhf_lab.stages.trl_config import TRLStageConfig
 
 DPO_LOSS_TYPES = help_names(trl.DPOConfig, "loss_type")
 REWARD_METRICS = ("rewards/chosen", "rewards/rejected", "rewards/margins", "rewards/accuracies")
@@ -27,7 +28,7 @@ F_DIVERGENCE_LOSSES = {"sigmoid", "sigmoid_norm", "hinge", "ipo", "exo_pair", "r
 
 
 @dataclass
-class DPOConfig(LabFields, trl.DPOConfig):
+class DPOConfig(TRLStageConfig, trl.DPOConfig):
     """`trl.DPOConfig` (every TRL option stays available) with the lab's fields and defaults."""
 
     output_dir: str = field(default_factory=lambda: default_run_dir("dpo"), metadata={"help": "The run folder."})
@@ -76,7 +77,6 @@ def dpo(
     forms as `model`); see the module docstring for the default. The caller's model is not modified.
     """
     config = config or DPOConfig()
-    started = time.perf_counter()
     source = config.data if prefs is None else prefs
     dataset = resolve_data(load_preferences, "preference", source)
     check_not_empty(dataset, "DPO preference data", source)
@@ -94,7 +94,6 @@ def dpo(
         ref=ref,
         lora=lora,
         callbacks=callbacks,
-        started=started,
         summary=summary,
         metrics=REWARD_METRICS,
     )

@@ -9,7 +9,6 @@ The reference model follows the same rules as DPO (see `rlhf_lab.stages.referenc
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
@@ -18,8 +17,10 @@ import trl
 
 from rlhf_lab.config import ConfigError, default_run_dir
 from rlhf_lab.data import load_ratings
-from rlhf_lab.stages.common import LabFields, RunResult, check_not_empty, resolve_data
+from rlhf_lab.runs import RunResult
+from rlhf_lab.stages.common import check_not_empty, resolve_data
 from rlhf_lab.stages.reference import check_beta, check_choice, check_sync_ref, help_names, train_with_reference
+from rlhf_lab.stages.trl_config import TRLStageConfig
 
 KTO_LOSS_TYPES = help_names(trl.KTOConfig, "loss_type")
 # Losses that estimate KTO's KL baseline from mismatched (prompt, completion) pairs within a batch.
@@ -28,7 +29,7 @@ REWARD_METRICS = ("kl", "rewards/chosen", "rewards/rejected", "rewards/margins")
 
 
 @dataclass
-class KTOConfig(LabFields, trl.KTOConfig):
+class KTOConfig(TRLStageConfig, trl.KTOConfig):
     """`trl.KTOConfig` (every TRL option stays available) with the lab's fields and defaults."""
 
     output_dir: str = field(default_factory=lambda: default_run_dir("kto"), metadata={"help": "The run folder."})
@@ -76,7 +77,6 @@ def kto(
     the reference model, as for `lab.dpo`. The caller's model is not modified.
     """
     config = config or KTOConfig()
-    started = time.perf_counter()
     source = config.data if unpaired is None else unpaired
     dataset = load_unpaired(source)
     check_not_empty(dataset, "KTO rating data", source)
@@ -93,7 +93,6 @@ def kto(
         ref=ref,
         lora=lora,
         callbacks=callbacks,
-        started=started,
         summary=summary,
         metrics=REWARD_METRICS,
     )

@@ -18,7 +18,8 @@ import torch
 from rlhf_lab.config import ConfigError
 from rlhf_lab.models import Policy, as_policy
 from rlhf_lab.models.lora import lora_config
-from rlhf_lab.stages.common import RunResult, finish_run, lora_spec, policy_samples, resolve_policy, start_run
+from rlhf_lab.runs import RunResult
+from rlhf_lab.stages.common import lora_spec, policy_samples, resolve_policy, start_run
 
 
 def help_names(config_cls: type, name: str) -> tuple[str, ...]:
@@ -174,14 +175,13 @@ def train_with_reference(
     ref: Any,
     lora: Any,
     callbacks: list | None,
-    started: float,
     summary: dict,
     metrics: tuple[str, ...],
 ) -> RunResult:
     """The DPO/KTO run: models and reference by the rules above, TRL's trainer, held-out
     evaluation, samples, then the run folder. `summary` holds the stage's own entries."""
     check_sync_ref(config, lora)
-    folder, logger, callbacks = start_run(config, callbacks)
+    run = start_run(stage, config, callbacks)
     policy, reference, spec, reference_kind = policy_and_reference(model, config, ref=ref, lora=lora)
     peft_config = lora_config(spec, "causal") if spec else None
     with borrowed(reference):
@@ -193,7 +193,7 @@ def train_with_reference(
             eval_dataset=evaluation,
             processing_class=policy.tokenizer,
             peft_config=peft_config,
-            callbacks=callbacks,
+            callbacks=run.callbacks,
         )
         trainer.train()
         eval_metrics = trainer.evaluate() if evaluation is not None else None
@@ -204,8 +204,8 @@ def train_with_reference(
         "beta": config.beta,
         "reference": reference_kind,
         "train_examples": len(dataset),
-        **last_values(logger.rows, metrics),
+        **last_values(run.rows, metrics),
     }
     if eval_metrics is not None:
         summary["eval"] = {k: v for k, v in eval_metrics.items() if isinstance(v, (int, float))}
-    return finish_run(stage, trainer, policy, config, folder, logger, summary=summary, samples=samples, started=started)
+    return run.finish(trainer, policy, summary=summary, samples=samples)

@@ -11,9 +11,10 @@ when training on "starter", else the prompts whose SHA-1 falls in the first `eva
 hash range (all pairs of a prompt stay on one side, and the split moves with neither seed nor order).
 
 An ensemble (`ensemble=k`) trains k models with seeds seed..seed+k-1, each a complete run in
-`member-<i>/` that `load_run` reloads on its own. The top folder holds config.yaml, summary.json,
-samples.jsonl, metrics.jsonl (with a `member` column) and, written last, ensemble.json; it has no
-run.json, so `load_run` refuses it: use `load_reward_run`, which reads single runs and ensembles.
+`member-<i>/` that `load_run` reloads on its own (see `rlhf_lab.stages.reward_ensemble`). The top
+folder holds config.yaml, summary.json, samples.jsonl, metrics.jsonl (with a `member` column) and,
+written last, run.json of kind "ensemble"; `load_run` and `load_reward_run` reload it as a
+`RewardEnsemble`.
 """
 
 from __future__ import annotations
@@ -22,12 +23,10 @@ import copy
 import hashlib
 import json
 import math
-import time
-from dataclasses import dataclass, field, fields, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 import trl
 from datasets import Dataset
@@ -36,32 +35,23 @@ from rlhf_lab.config import ConfigError, default_run_dir
 from rlhf_lab.data import load_preferences
 from rlhf_lab.models import RewardModel, load_reward_model, tiny_model
 from rlhf_lab.models.lora import apply_lora
-from rlhf_lab.rewards import AGGREGATES, RewardEnsemble, combine
-from rlhf_lab.runs import RunFolder
-from rlhf_lab.stages.common import (
-    LabFields,
-    RunResult,
-    check_not_empty,
-    finish_run,
-    load_run,
-    lora_spec,
-    resolve_data,
-    start_run,
-)
+from rlhf_lab.rewards import AGGREGATES, RewardEnsemble
+from rlhf_lab.runs import RewardRun, RunResult, is_run, load_run
+from rlhf_lab.stages.common import check_not_empty, lora_spec, resolve_data, start_run
 from rlhf_lab.stages.reference import release
+from rlhf_lab.stages.reward_ensemble import train_ensemble
 from rlhf_lab.stages.reward_eval import (
-    PairScores,
     expected_calibration_error,
     pair_metrics,
+    pair_samples,
     score_pairs,
     split_response,
 )
-
-ENSEMBLE_FILE = "ensemble.json"
+from rlhf_lab.stages.trl_config import TRLStageConfig
 
 
 @dataclass
-class RewardConfig(LabFields, trl.RewardConfig):
+class RewardConfig(TRLStageConfig, trl.RewardConfig):
     """`trl.RewardConfig` (center_rewards_coefficient and every TRL option stay) with the lab's fields."""
 
     output_dir: str = field(default_factory=lambda: default_run_dir("reward"), metadata={"help": "Run folder."})
@@ -76,7 +66,13 @@ class RewardConfig(LabFields, trl.RewardConfig):
             "Needs score_chosen / score_rejected in the data."
         },
     )
-    ensemble: int = field(default=1, metadata={"help": "Train k reward models, seeds seed..seed+k-1."})
+    ensemble: int = field(
+        default=1,
+        metadata={
+            "help": "Train k reward models, seeds seed..seed+k-1, each a run in member-<i>/; the top "
+            "folder's run.json (kind 'ensemble') names them, and load_run reloads them as one."
+        },
+    )
     ensemble_aggregate: str = field(default="mean", metadata={"help": "'mean' or 'mean_minus_std' of scores."})
     ensemble_lambda: float = field(default=1.0, metadata={"help": "lambda in mean - lambda * std (ddof=0)."})
     normalize: bool = field(
@@ -93,8 +89,6 @@ class RewardConfig(LabFields, trl.RewardConfig):
 
     def __post_init__(self):
         # Checked before TRL's own set-up so a bad value fails fast, long before any model loads.
-        if self.learning_rate <= 0:
-            raise ConfigError(f"learning_rate must be positive, got {self.learning_rate}. Fix: e.g. 1e-5.")
         if isinstance(self.ensemble, bool) or not isinstance(self.ensemble, int) or self.ensemble < 1:
             raise ConfigError(
                 f"ensemble must be a whole number of reward models >= 1, got {self.ensemble!r}. "
@@ -123,22 +117,6 @@ class RewardConfig(LabFields, trl.RewardConfig):
         super().__post_init__()
 
 
-class RewardRun(RunResult):
-    """A reward run that scores like its model: `run(prompts, completions) -> list[float]`."""
-
-    def score(self, prompts, completions, **kwargs) -> list[float]:
-        return self.bundle.score(prompts, completions, **kwargs)
-
-    __call__ = score
-
-    @classmethod
-    def from_result(cls, result: RunResult) -> RewardRun:
-        return cls(**{f.name: getattr(result, f.name) for f in fields(RunResult)})
-
-    def __repr__(self) -> str:
-        return f"RewardRun(output_dir='{self.output_dir}', steps={len(self.metrics)})"
-
-
 def train_reward_model(
     backbone: Any = None,
     prefs: Any = None,
@@ -162,41 +140,12 @@ def train_reward_model(
     )
     if config.ensemble == 1:
         return _train_one(backbone, train, held_out, held_out_from, config, lora=lora, callbacks=callbacks)
-
-    started = time.perf_counter()
-    folder = RunFolder(config.output_dir)
-    members = []
-    for i in range(config.ensemble):
-        member_config = copy.deepcopy(config)
-        member_config.output_dir = str(folder.path / f"member-{i}")
-        member_config.run_name = f"{config.run_name}-member-{i}"
-        member_config.seed, member_config.ensemble = config.seed + i, 1
-        members.append(
-            _train_one(backbone, train, held_out, held_out_from, member_config, lora=lora, callbacks=callbacks)
-        )
-    return _finish_ensemble(members, folder, config, held_out, held_out_from, started)
-
-
-def load_reward_run(path: str | Path) -> RewardRun | RewardEnsemble:
-    """Reload a reward run folder, single model or ensemble, with its saved normalization."""
-    path = Path(path)
-    if (path / ENSEMBLE_FILE).exists():
-        import yaml
-
-        info = json.loads((path / ENSEMBLE_FILE).read_text())
-        members = [load_reward_run(path / name) for name in info["members"]]
-        summary = json.loads((path / "summary.json").read_text())
-        config = yaml.safe_load((path / "config.yaml").read_text())
-        return RewardEnsemble(
-            members=members,
-            aggregate=info["aggregate"],
-            lam=info["lambda"],
-            summary=summary,
-            metrics=_member_metrics(members),
-            output_dir=path,
-            config=config,
-        )
-    return RewardRun.from_result(load_run(path))
+    return train_ensemble(
+        config,
+        lambda member: _train_one(backbone, train, held_out, held_out_from, member, lora=lora, callbacks=callbacks),
+        held_out,
+        held_out_from,
+    )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -266,8 +215,7 @@ def _with_margin(dataset, what: str):
 
 
 def _train_one(backbone, train, held_out, held_out_from, config: RewardConfig, *, lora, callbacks) -> RewardRun:
-    started = time.perf_counter()
-    folder, logger, callbacks = start_run(config, callbacks)
+    run = start_run("reward", config, callbacks)
     rm = _reward_backbone(backbone, config)
     if spec := lora_spec(lora, config):
         rm.model = apply_lora(rm.model, spec, task="reward")
@@ -279,7 +227,7 @@ def _train_one(backbone, train, held_out, held_out_from, config: RewardConfig, *
         train_dataset=train,
         eval_dataset=held_out,
         processing_class=copy.deepcopy(rm.tokenizer),
-        callbacks=callbacks,
+        callbacks=run.callbacks,
     )
     trainer.train()
     rm.model = release(trainer.model)  # no instance patches left behind (see reference.release)
@@ -299,16 +247,15 @@ def _train_one(backbone, train, held_out, held_out_from, config: RewardConfig, *
         if scores is None
         else expected_calibration_error((scores.r_chosen - scores.r_rejected) * rm.scale),
     }
-    samples = [] if scores is None else _samples(scores, config.num_samples)
-    result = finish_run(
-        "reward", trainer, rm, config, folder, logger, summary=summary, samples=samples, started=started
-    )
-    return RewardRun.from_result(result)
+    samples = [] if scores is None else pair_samples(scores, config.num_samples)
+    return run.finish(trainer, rm, summary=summary, samples=samples)
 
 
 def _reward_backbone(backbone: Any, config: RewardConfig) -> RewardModel:
     """A private RewardModel to train: reward models are copied, policies get a fresh head on a trunk copy."""
     source = config.model if backbone is None else backbone
+    if isinstance(source, (str, Path)) and source != "tiny" and is_run(source):
+        source = load_run(source)  # a reward run keeps training; a policy run gets a head
     if isinstance(source, RewardEnsemble):
         raise TypeError("an ensemble cannot be a backbone; pass one of its members (ensemble.members[i])")
     # Seeded so each ensemble member gets its own fresh head, and the same seed the same head.
@@ -317,10 +264,7 @@ def _reward_backbone(backbone: Any, config: RewardConfig) -> RewardModel:
         if isinstance(source, str) and source == "tiny":
             return tiny_model("reward", seed=config.seed)
         if source is None or isinstance(source, (str, Path)):
-            if source is not None and (Path(source) / "run.json").exists():
-                source = load_run(source).bundle  # a reward run keeps training; a policy run gets a head
-            else:
-                return load_reward_model(source)
+            return load_reward_model(source)
         bundle = source.bundle if isinstance(source, RunResult) and source.bundle is not None else source
         if _is_reward_model(bundle.model):
             return RewardModel(
@@ -354,79 +298,3 @@ def _normalize(rm: RewardModel, train, config: RewardConfig) -> None:
     raw = score_pairs(rm, train, batch_size=config.per_device_eval_batch_size).response_scores
     std = float(raw.std())
     rm.offset, rm.scale = float(raw.mean()), std if std > 1e-8 else 1.0  # a constant RM: shift only
-
-
-def _samples(scores: PairScores, n: int, members: np.ndarray | None = None) -> list[dict]:
-    rows = []
-    for i in range(min(n, len(scores.chosen))):
-        prompt = scores.prompts[i]
-        rows.append(
-            {
-                "prompt": prompt if isinstance(prompt, str) else prompt[-1]["content"],
-                "chosen": scores.chosen[i],
-                "rejected": scores.rejected[i],
-                "r_chosen": float(scores.r_chosen[i]),
-                "r_rejected": float(scores.r_rejected[i]),
-            }
-        )
-        if members is not None:  # each member's (r_chosen, r_rejected), to see where they disagree
-            rows[-1]["members"] = members[:, i].tolist()
-    return rows
-
-
-def _finish_ensemble(
-    members: list[RewardRun],
-    folder: RunFolder,
-    config: RewardConfig,
-    held_out,
-    held_out_from: str | None,
-    started: float,
-) -> RewardEnsemble:
-    import pandas as pd
-
-    ensemble = RewardEnsemble(
-        members=members,
-        aggregate=config.ensemble_aggregate,
-        lam=config.ensemble_lambda,
-        output_dir=folder.path,
-        config=config,
-    )
-    ensemble.metrics = _member_metrics(members)
-    scores, per_member = None, None
-    if held_out is not None:
-        # Score each member once and aggregate exactly as RewardEnsemble.score does, per distinct response.
-        each = [score_pairs(m, held_out, batch_size=config.per_device_eval_batch_size) for m in members]
-        combined = np.array(
-            combine(np.stack([s.response_scores for s in each]), aggregate=ensemble.aggregate, lam=ensemble.lam)
-        )
-        c, r = each[0].chosen_ids, each[0].rejected_ids
-        scores = replace(each[0], response_scores=combined, r_chosen=combined[c], r_rejected=combined[r])
-        per_member = np.stack([np.stack([s.r_chosen, s.r_rejected], axis=1) for s in each])
-    ensemble.summary = {
-        "stage": "reward",
-        "ensemble": len(members),
-        "aggregate": config.ensemble_aggregate,
-        "lambda": config.ensemble_lambda,
-        "members": [m.output_dir.name for m in members],
-        "wall_s": round(time.perf_counter() - started, 2),
-        "train_pairs": members[0].summary["train_pairs"],
-        "held_out": held_out_from,
-        "eval": None if scores is None else pair_metrics(scores),
-        "member_eval": [m.summary["eval"] for m in members],
-    }
-    if config.process_index == 0:  # under accelerate launch only the main process writes
-        folder.write_config(config)
-        folder.write_samples([] if scores is None else _samples(scores, config.num_samples, per_member))
-        for row in ensemble.metrics.to_dict("records"):  # the frame fills keys a row lacks with NaN
-            folder.log_metrics({k: v for k, v in row.items() if pd.notna(v)})
-        folder.write_summary(ensemble.summary)
-        info = {"members": ensemble.summary["members"], "aggregate": ensemble.aggregate, "lambda": ensemble.lam}
-        # Written last: its presence says the ensemble finished (as run.json does for one run).
-        (folder.path / ENSEMBLE_FILE).write_text(json.dumps(info, indent=2) + "\n")
-    return ensemble
-
-
-def _member_metrics(members: list[RewardRun]):
-    import pandas as pd
-
-    return pd.concat([m.metrics.assign(member=i) for i, m in enumerate(members)], ignore_index=True)

@@ -156,6 +156,26 @@ def pair_metrics(scores: PairScores, *, n_bins: int = 10) -> dict:
     }
 
 
+def pair_samples(scores: PairScores, n: int, members: np.ndarray | None = None) -> list[dict]:
+    """The first `n` scored pairs as samples.jsonl rows; `members` (members, pairs, 2) adds each
+    member's (r_chosen, r_rejected), to see where an ensemble disagrees."""
+    rows = []
+    for i in range(min(n, len(scores.chosen))):
+        prompt = scores.prompts[i]
+        rows.append(
+            {
+                "prompt": prompt if isinstance(prompt, str) else prompt[-1]["content"],
+                "chosen": scores.chosen[i],
+                "rejected": scores.rejected[i],
+                "r_chosen": float(scores.r_chosen[i]),
+                "r_rejected": float(scores.r_rejected[i]),
+            }
+        )
+        if members is not None:
+            rows[-1]["members"] = members[:, i].tolist()
+    return rows
+
+
 def kendall_tau(scores: PairScores) -> float | None:
     """Mean Kendall's tau-b, over prompts with more than 2 responses, of RM score vs human win count."""
     from scipy.stats import kendalltau

@@ -6,7 +6,6 @@ run = lab.sft(lab.load_policy(), lab.starter_data("sft", "train"), lab.SFTConfig
 from __future__ import annotations
 
 import copy
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -16,24 +15,16 @@ import trl
 from rlhf_lab.config import ConfigError, default_run_dir
 from rlhf_lab.data import load_sft
 from rlhf_lab.models.lora import apply_lora
-from rlhf_lab.stages.common import (
-    LabFields,
-    RunResult,
-    check_not_empty,
-    finish_run,
-    lora_spec,
-    policy_samples,
-    resolve_data,
-    resolve_policy,
-    start_run,
-)
+from rlhf_lab.runs import RunResult
+from rlhf_lab.stages.common import check_not_empty, lora_spec, policy_samples, resolve_data, resolve_policy, start_run
 from rlhf_lab.stages.reference import release
+from rlhf_lab.stages.trl_config import TRLStageConfig
 
 TEMPLATES = Path(__file__).resolve().parents[1] / "models" / "chat_templates"
 
 
 @dataclass
-class SFTConfig(LabFields, trl.SFTConfig):
+class SFTConfig(TRLStageConfig, trl.SFTConfig):
     """`trl.SFTConfig` (every TRL option stays available) with the lab's fields and defaults."""
 
     output_dir: str = field(default_factory=lambda: default_run_dir("sft"), metadata={"help": "The run folder."})
@@ -41,11 +32,6 @@ class SFTConfig(LabFields, trl.SFTConfig):
     learning_rate: float = field(default=2e-5, metadata={"help": "AdamW learning rate."})
     num_train_epochs: float = field(default=1.0, metadata={"help": "Passes over the data (max_steps wins if set)."})
     max_length: int | None = field(default=512, metadata={"help": "Truncate tokenized conversations to this length."})
-
-    def __post_init__(self):
-        super().__post_init__()
-        if self.learning_rate <= 0:
-            raise ConfigError(f"learning_rate must be positive, got {self.learning_rate}")
 
 
 def sft(
@@ -63,11 +49,10 @@ def sft(
     run trains a copy and returns it in `RunResult.model`.
     """
     config = config or SFTConfig()
-    started = time.perf_counter()
     dataset = resolve_data(load_sft, "sft", config.data if data is None else data)
     check_not_empty(dataset, "SFT data", data if data is not None else config.data)
     evaluation = resolve_data(load_sft, "sft", eval_data if eval_data is not None else config.eval_data, "test")
-    folder, logger, callbacks = start_run(config, callbacks)
+    run = start_run("sft", config, callbacks)
 
     policy, _ = resolve_policy(model, config)
     tokenizer = copy.deepcopy(policy.tokenizer)
@@ -81,14 +66,14 @@ def sft(
         train_dataset=dataset,
         eval_dataset=evaluation,
         processing_class=tokenizer,
-        callbacks=callbacks,
+        callbacks=run.callbacks,
     )
     trainer.train()
     # TRL's instance patches off: a later deepcopy (the next stage's private copy) must run its own weights
     policy.model = release(trainer.model)
     samples = policy_samples(policy, config.num_samples)
     summary = {"train_examples": len(dataset), "assistant_only_loss": config.assistant_only_loss}
-    return finish_run("sft", trainer, policy, config, folder, logger, summary=summary, samples=samples, started=started)
+    return run.finish(trainer, policy, summary=summary, samples=samples)
 
 
 PROBES = [

@@ -6,18 +6,16 @@ loaders. ``ImportExport`` is a mixin of ``PreferenceStore``; it relies on the st
 
 from __future__ import annotations
 
-import json
 import os
-import tempfile
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 from rlhf_lab.labeling.agreement import preference_rows, unpaired_rows
 from rlhf_lab.labeling.store.items import Messages, _annotator, _digest, _item_row
 from rlhf_lab.labeling.store.schema import _decisions
+from rlhf_lab.runs import write_jsonl
 
 
 class ImportExport:
@@ -55,20 +53,7 @@ class ImportExport:
         ``path``, so a reader never sees half a file. Returns the number of rows."""
         _choice("kind", kind, ("preference", "unpaired"))
         data = self.to_preferences(**options) if kind == "preference" else self.to_unpaired(**options)
-        target = Path(path)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        fd, temp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
-        try:
-            with os.fdopen(fd, "w", encoding="utf-8") as out:
-                for row in data:
-                    out.write(json.dumps(row, ensure_ascii=False) + "\n")
-                out.flush()
-                os.fsync(out.fileno())
-            os.replace(temp, target)
-            _fsync_dir(target.parent)  # make the rename itself durable
-        except BaseException:
-            Path(temp).unlink(missing_ok=True)
-            raise
+        write_jsonl(path, data)
         return len(data)
 
     def import_file(self, source: Any, kind: str = "preference", annotator: str = "import") -> ImportResult:
@@ -135,15 +120,6 @@ class ImportResult:
             f"written, {self.unchanged} already in the store"
         )
         return "\n".join([text, *self.notes])
-
-
-def _fsync_dir(folder: Path) -> None:
-    if os.name == "posix":  # Windows cannot open a folder for fsync
-        fd = os.open(folder, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
 
 
 def _choice(name: str, value: Any, allowed: tuple[str, ...]) -> None:

@@ -25,6 +25,8 @@ import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 
+from rlhf_lab.runs import atomic_write
+
 PREFIX = "update-"
 
 
@@ -63,9 +65,7 @@ def save_checkpoint(
     save_file(trainable_state(module), str(partial / "trainable.safetensors"))
     torch.save(optimizer.state_dict(), partial / "optimizer.pt")
     torch.save(scheduler.state_dict(), partial / "scheduler.pt")
-    (partial / "state.json").write_text(json.dumps({"update": update, **state, "rng": rng_state()}) + "\n")
-    with open(partial / "state.json", "rb") as handle:
-        os.fsync(handle.fileno())
+    atomic_write(partial / "state.json", json.dumps({"update": update, **state, "rng": rng_state()}) + "\n")
     shutil.rmtree(final, ignore_errors=True)
     os.replace(partial, final)
     return final

@@ -2,8 +2,12 @@
 
 Our own dataclass on `RunConfig`, not a transformers `TrainingArguments`: the PPO loop is ours
 (rollout, KL, GAE, minibatch updates), so the hundred Trainer fields that would not apply are left
-out, and the ones that do keep TRL 1.10's PPO names so configs port over. It reads and writes YAML
-through `rlhf_lab.config` (`load_config(PPOConfig, "ppo.yaml", ["kl_coef=0.1"])`, `to_yaml`).
+out, and the ones that do keep TRL 1.10's PPO names so configs port over. The lab's shared fields
+(model, data, num_samples, monitor, lora_r, bf16) come from `LabConfig`, as for the TRL stages.
+It reads and writes YAML through `rlhf_lab.config` (`load_config(PPOConfig, "ppo.yaml",
+["kl_coef=0.1"])`, `to_yaml`).
+
+Checks: `RULES`, one line per field (see `rlhf_lab.config.Rule`), then the few that span fields.
 
 Batch arithmetic, per update:
 
@@ -15,30 +19,73 @@ Batch arithmetic, per update:
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 
-from rlhf_lab.config import ConfigError, RunConfig, default_run_dir
+from rlhf_lab.config import (
+    ConfigError,
+    LabConfig,
+    Rule,
+    RunConfig,
+    check_rules,
+    count,
+    default_run_dir,
+    number,
+    one_of,
+    optional,
+    positive_int,
+)
 from rlhf_lab.rewards import AGGREGATES
-from rlhf_lab.stages.common import gpu_bf16, model_field
 from rlhf_lab.stages.ppo.kl import KL_ESTIMATORS, check_kl_estimator
 
 CRITICS: tuple[str, ...] = ("shared", "separate")
 BACKENDS: tuple[str, ...] = ("auto", "hf", "vllm")
 
 
+# Each message names the field, the value and a fix: a config error is read by a person.
+RULES: dict[str, Rule] = {
+    "total_updates": positive_int(),
+    "batch_size": positive_int(),
+    "mini_batch_size": positive_int(),
+    "gradient_accumulation_steps": positive_int(),
+    "ppo_epochs": positive_int(),
+    "max_new_tokens": positive_int(),
+    "temperature": number(0, above=True, what="a number", fix="e.g. temperature=1.0"),
+    "cliprange": number(0, above=True, fix="e.g. cliprange=0.2"),
+    "cliprange_value": optional(number(0, above=True, fix="e.g. cliprange_value=0.2"), "unclipped"),
+    "kl_coef": number(0, fix="e.g. kl_coef=0.05 (0: no KL)"),
+    "gamma": number(0, 1, fix="e.g. gamma=1.0"),
+    "lam": number(0, 1, fix="e.g. lam=0.95"),
+    "target_kl": optional(number(0, above=True, fix="e.g. target_kl=6.0")),
+    "kl_horizon": positive_int("e.g. kl_horizon=10000"),
+    "critic": one_of(CRITICS, "critic='shared' (value head on the policy) or 'separate'"),
+    "top_p": number(0, 1, above=True, fix="top_p=1.0 turns it off"),
+    "top_k": count("top_k=0 turns it off"),
+    "reward_clip": optional(number(0, above=True, fix="e.g. reward_clip=5.0")),
+    "missing_eos_penalty": optional(number()),
+    "vf_coef": number(0, fix="e.g. vf_coef=0.1"),
+    "entropy_coef": number(0, fix="e.g. entropy_coef=0.0"),
+    "max_grad_norm": optional(number(0, above=True, fix="e.g. max_grad_norm=1.0"), "no clipping"),
+    "save_every": count("0 turns it off"),
+    "max_approx_kl": optional(number(0, above=True, fix="e.g. max_approx_kl=0.02")),
+    "reward_aggregate": one_of(AGGREGATES, "reward_aggregate=mean"),
+    "generation_backend": one_of(BACKENDS, "generation_backend=auto"),
+    "warmup_steps": count("0: no warm-up"),
+    "stop": Rule(
+        lambda v: isinstance(v, list) and all(isinstance(s, str) and s for s in v),
+        "a list of non-empty strings",
+        "e.g. stop: ['\\n\\n']",
+    ),
+}
+
+
 @dataclass
-class PPOConfig(RunConfig):
+class PPOConfig(LabConfig, RunConfig):
     """Configuration of one PPO run (`lab.ppo(..., config=PPOConfig(...))`, `rlhf-lab ppo --config`)."""
 
     output_dir: str = field(
         default_factory=lambda: default_run_dir("ppo"),
         metadata={"help": "The run folder (default: runs/ppo-<time>)."},
     )
-    # --- what to train on (as LabFields, for the CLI) -------------------------------------------
-    model: str | None = model_field()
-    data: str = field(default="starter", metadata={"help": "Prompts file, or 'starter' for the shipped prompts."})
-    num_samples: int = field(default=4, metadata={"help": "Completions per update written to samples.jsonl (0: none)."})
     # --- schedule and batch shape ---------------------------------------------------------------
     total_updates: int = field(default=100, metadata={"help": "PPO updates (one rollout of batch_size prompts each)."})
     batch_size: int = field(default=16, metadata={"help": "Prompts rolled out per update."})
@@ -132,21 +179,11 @@ class PPOConfig(RunConfig):
     )
     reward_lam: float = field(default=1.0, metadata={"help": "λ of mean - λ·std (reward_aggregate)."})
     # --- model and optimisation details ----------------------------------------------------------
-    lora_r: int = field(
-        default=0,
-        metadata={
-            "help": "LoRA rank (0: train every weight). With LoRA the reference is the base with the "
-            "adapters disabled: no second copy."
-        },
-    )
     lr_scheduler_type: str = field(
         default="linear",
         metadata={"help": "transformers scheduler name over all optimizer steps (linear, constant...)."},
     )
     warmup_steps: int = field(default=0, metadata={"help": "Learning-rate warm-up, in optimizer steps."})
-    bf16: bool | None = field(
-        default=None, metadata={"help": "bf16 autocast; default: on a GPU that supports it, never on CPU."}
-    )
     gradient_checkpointing: bool = field(
         default=False, metadata={"help": "Recompute activations in the backward pass: less memory, slower."}
     )
@@ -157,7 +194,6 @@ class PPOConfig(RunConfig):
             "update) or 'auto': vLLM when it is installed and a GPU is present, else hf."
         },
     )
-    monitor: bool = field(default=True, metadata={"help": "Attach a LiveMonitor (live plots, monitor.html, alerts)."})
     # --- bookkeeping ----------------------------------------------------------------------------
     save_every: int = field(
         default=0, metadata={"help": "Checkpoint every N updates (for resume_from); 0: final weights only."}
@@ -169,25 +205,8 @@ class PPOConfig(RunConfig):
     logging_steps: int = field(default=1, metadata={"help": "Log metrics every N updates."})
 
     def __post_init__(self) -> None:
-        super().__post_init__()
-        if self.bf16 is None:
-            self.bf16 = gpu_bf16()
-        # Each message names the field, the value and a fix: a config error is read by a person.
-        for name in (
-            "total_updates",
-            "batch_size",
-            "mini_batch_size",
-            "gradient_accumulation_steps",
-            "ppo_epochs",
-            "max_new_tokens",
-        ):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ConfigError(f"{name} must be a positive integer, got {value!r}. Fix: set {name} >= 1.")
-        for name, example in (("learning_rate", "1.0e-5"), ("temperature", "1.0")):
-            value = getattr(self, name)
-            if not _finite(value) or value <= 0:
-                raise ConfigError(f"{name} must be a number > 0, got {value!r}. Fix: e.g. {name}={example}.")
+        super().__post_init__()  # LabConfig's fields and checks, then RunConfig's
+        check_rules(self, RULES)
         per_step = self.mini_batch_size * self.gradient_accumulation_steps
         if self.batch_size % per_step:
             raise ConfigError(
@@ -195,82 +214,19 @@ class PPOConfig(RunConfig):
                 f"= {self.mini_batch_size} x {self.gradient_accumulation_steps} = {per_step}. Fix: set batch_size "
                 f"to a multiple of {per_step}, or lower mini_batch_size / gradient_accumulation_steps."
             )
-        if not _finite(self.cliprange) or self.cliprange <= 0:
-            raise ConfigError(f"cliprange must be > 0, got {self.cliprange!r}. Fix: e.g. cliprange=0.2.")
-        if self.cliprange_value is not None and (not _finite(self.cliprange_value) or self.cliprange_value <= 0):
-            raise ConfigError(
-                f"cliprange_value must be > 0 or None (unclipped), got {self.cliprange_value!r}. "
-                f"Fix: e.g. cliprange_value=0.2."
-            )
-        if not _finite(self.kl_coef) or self.kl_coef < 0:
-            raise ConfigError(f"kl_coef must be >= 0, got {self.kl_coef!r}. Fix: e.g. kl_coef=0.05 (0: no KL).")
-        for name in ("gamma", "lam"):
-            value = getattr(self, name)
-            if not _finite(value) or not 0.0 <= value <= 1.0:
-                raise ConfigError(
-                    f"{name} must be in [0, 1], got {value!r}. Fix: e.g. {name}=1.0 for gamma, 0.95 for lam."
-                )
         try:
             check_kl_estimator(self.kl_estimator)
         except ValueError as err:
             raise ConfigError(f"kl_estimator: {err}. Fix: set kl_estimator to one of them.") from err
-        if self.target_kl is not None and (not _finite(self.target_kl) or self.target_kl <= 0):
-            raise ConfigError(f"target_kl must be > 0 or None, got {self.target_kl!r}. Fix: e.g. target_kl=6.0.")
-        if self.adaptive_kl:
-            if self.target_kl is None:
-                raise ConfigError(
-                    "adaptive_kl needs a positive target_kl, got None. Fix: set target_kl "
-                    "(e.g. 6.0), or adaptive_kl=false for a fixed kl_coef."
-                )
-            if self.kl_coef <= 0:
-                # The controller is multiplicative: a β of 0 could never move.
-                raise ConfigError(
-                    f"adaptive_kl needs kl_coef > 0 as the starting β, got {self.kl_coef!r}. Fix: e.g. kl_coef=0.05."
-                )
-        if isinstance(self.kl_horizon, bool) or not isinstance(self.kl_horizon, int) or self.kl_horizon < 1:
-            raise ConfigError(f"kl_horizon must be a positive integer, got {self.kl_horizon!r}. Fix: e.g. 10000.")
-        if self.critic not in CRITICS:
+        if self.adaptive_kl and self.target_kl is None:
             raise ConfigError(
-                f"critic must be one of {', '.join(map(repr, CRITICS))}, got {self.critic!r}. "
-                f"Fix: critic='shared' (value head on the policy) or 'separate'."
+                "adaptive_kl needs a positive target_kl, got None. Fix: set target_kl "
+                "(e.g. 6.0), or adaptive_kl=false for a fixed kl_coef."
             )
-        if not _finite(self.top_p) or not 0.0 < self.top_p <= 1.0:
-            raise ConfigError(f"top_p must be in (0, 1], got {self.top_p!r}. Fix: top_p=1.0 turns it off.")
-        if isinstance(self.top_k, bool) or not isinstance(self.top_k, int) or self.top_k < 0:
-            raise ConfigError(f"top_k must be an integer >= 0, got {self.top_k!r}. Fix: top_k=0 turns it off.")
-        if self.reward_clip is not None and (not _finite(self.reward_clip) or self.reward_clip <= 0):
-            raise ConfigError(f"reward_clip must be > 0 or None, got {self.reward_clip!r}. Fix: e.g. reward_clip=5.0.")
-        if self.missing_eos_penalty is not None and not _finite(self.missing_eos_penalty):
-            raise ConfigError(f"missing_eos_penalty must be a finite number or None, got {self.missing_eos_penalty!r}.")
-        for name in ("vf_coef", "entropy_coef"):
-            value = getattr(self, name)
-            if not _finite(value) or value < 0:
-                raise ConfigError(f"{name} must be >= 0, got {value!r}. Fix: e.g. {name}=0.1.")
-        if self.max_grad_norm is not None and (not _finite(self.max_grad_norm) or self.max_grad_norm <= 0):
-            raise ConfigError(f"max_grad_norm must be > 0 or None (no clipping), got {self.max_grad_norm!r}.")
-        for name in ("save_every", "num_samples"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-                raise ConfigError(f"{name} must be an integer >= 0, got {value!r}. Fix: 0 turns it off.")
-        if self.max_approx_kl is not None and (not _finite(self.max_approx_kl) or self.max_approx_kl <= 0):
-            raise ConfigError(f"max_approx_kl must be > 0 or None, got {self.max_approx_kl!r}. Fix: e.g. 0.02.")
-        if self.reward_aggregate not in AGGREGATES:
+        if self.adaptive_kl and self.kl_coef <= 0:
+            # The controller is multiplicative: a β of 0 could never move.
             raise ConfigError(
-                f"reward_aggregate must be one of {', '.join(AGGREGATES)}, got "
-                f"{self.reward_aggregate!r}. Fix: reward_aggregate=mean."
-            )
-        if self.generation_backend not in BACKENDS:
-            raise ConfigError(
-                f"generation_backend must be one of {', '.join(BACKENDS)}, got "
-                f"{self.generation_backend!r}. Fix: generation_backend=auto."
-            )
-        for name in ("lora_r", "warmup_steps"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-                raise ConfigError(f"{name} must be an integer >= 0, got {value!r}.")
-        if not isinstance(self.stop, list) or not all(isinstance(s, str) and s for s in self.stop):
-            raise ConfigError(
-                f"stop must be a list of non-empty strings, got {self.stop!r}. Fix: e.g. stop: ['\\n\\n']."
+                f"adaptive_kl needs kl_coef > 0 as the starting β, got {self.kl_coef!r}. Fix: e.g. kl_coef=0.05."
             )
 
     @property
@@ -298,8 +254,3 @@ def _state():
     from accelerate import PartialState
 
     return PartialState(cpu=not torch.cuda.is_available())
-
-
-def _finite(value: object) -> bool:
-    """A real number that is not NaN or ±inf (bools are not numbers here)."""
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)

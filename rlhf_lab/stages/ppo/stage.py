@@ -15,14 +15,14 @@ separate model: `value=` if given, else a copy of the reward model (`critic="sep
 from __future__ import annotations
 
 import copy
-import time
 from typing import Any
 
 from rlhf_lab.config import ConfigError
 from rlhf_lab.models import as_reward_model
 from rlhf_lab.models.lora import apply_lora
 from rlhf_lab.rewards import RewardFunction, as_scorer
-from rlhf_lab.stages.common import RunResult, finish_run, resolve_prompts, resolve_reward, start_run
+from rlhf_lab.runs import RunResult
+from rlhf_lab.stages.common import resolve_prompts, resolve_reward, start_run
 from rlhf_lab.stages.ppo.checkpoint import find_checkpoint, load_checkpoint
 from rlhf_lab.stages.ppo.config import PPOConfig
 from rlhf_lab.stages.ppo.model import ActorCritic, ValueHead, disable_dropout
@@ -51,7 +51,6 @@ def ppo(
     checkpoint folder, or a run folder (its latest checkpoint), written with `save_every > 0`.
     """
     config = config or PPOConfig()
-    started = time.perf_counter()
     reward = config.reward if reward is None else reward
     if reward is None:
         raise ConfigError(
@@ -66,7 +65,7 @@ def ppo(
         resolve_reward(reward), weights=config.reward_weights, aggregate=config.reward_aggregate, lam=config.reward_lam
     )
 
-    folder, logger, callbacks = start_run(config, callbacks)
+    run = start_run("ppo", config, callbacks)
     bundle, reference, spec, reference_kind = policy_and_reference(
         policy, config, ref=ref, lora=lora, copy_adapter=True
     )
@@ -82,16 +81,14 @@ def ppo(
             prompt_list,
             config,
             ref_model=reference,
-            callbacks=callbacks,
-            folder=folder,
+            callbacks=run.callbacks,
+            output_dir=run.path,
         )
         if checkpoint is not None:
             state = load_checkpoint(checkpoint, trainer.actor, trainer.optimizer, trainer.scheduler)
             trainer.restore(state)
             for row in state["log_history"]:  # the resumed run's metrics.jsonl starts as the original's did
-                logger.rows.append(row)
-                if trainer.is_world_process_zero():
-                    folder.log_metrics(row)
+                run.log(row)
         trainer.train()
     actor = trainer.actor
     actor.eval()
@@ -104,9 +101,7 @@ def ppo(
         "kl_coef_final": trainer.kl_ctl.value,
         "resumed_from": str(checkpoint) if checkpoint else None,
     }
-    return finish_run(
-        "ppo", trainer, bundle, config, folder, logger, summary=summary, samples=trainer.samples, started=started
-    )
+    return run.finish(trainer, bundle, summary=summary, samples=trainer.samples)
 
 
 def _actor_critic(bundle, reward_fn: RewardFunction, value: Any, config: PPOConfig) -> ActorCritic:

@@ -62,7 +62,7 @@ class PPOTrainer:
         *,
         ref_model: Any = None,
         callbacks: list | None = None,
-        folder: Any = None,
+        output_dir: Any = None,
     ) -> None:
         from accelerate import Accelerator
         from transformers import get_scheduler
@@ -72,7 +72,7 @@ class PPOTrainer:
         self.reward_fn = reward_fn
         self.prompts = list(prompts)
         self.ref_model = ref_model  # None: the policy with its LoRA adapters disabled
-        self.folder = folder
+        self.output_dir = output_dir  # where checkpoints go (the run folder)
         self.accelerator = Accelerator(
             cpu=not torch.cuda.is_available(), mixed_precision="bf16" if config.bf16 else "no"
         )
@@ -363,7 +363,7 @@ class PPOTrainer:
                 "samples": self.samples,
                 "nonfinite_in_a_row": self.nonfinite_in_a_row,
             }
-            save_checkpoint(self.folder.path, update, self.actor, self.optimizer, self.scheduler, state)
+            save_checkpoint(self.output_dir, update, self.actor, self.optimizer, self.scheduler, state)
         self.accelerator.wait_for_everyone()
 
     def restore(self, state: dict) -> None:
