@@ -115,7 +115,7 @@ def judge(policies: dict[str, Any], task, reward, args, out_dir: Path) -> dict[s
     import numpy as np
 
     import rlhf_lab as lab
-    from rlhf_lab.evaluation.evaluate import sample
+    from rlhf_lab.evaluation.sampling import sample
     from rlhf_lab.evaluation.stats import mean_ci
 
     prompts = task.prompts("test")

@@ -76,6 +76,28 @@ def healthy_sft_and_reward(steps=100, seed=0):
         )
 
 
+def healthy_grpo(steps=100, seed=0, **override):
+    """A GRPO/RLOO-like stream under TRL's names: reward rises, some groups tie, KL per token grows slowly."""
+    rng = random.Random(seed)
+    for t in range(1, steps + 1):
+        f = t / steps
+        row = {
+            "reward": 0.2 + 0.4 * f + rng.gauss(0, 0.05),
+            "reward_std": 0.3 + rng.gauss(0, 0.03),
+            "frac_reward_zero_std": min(1.0, max(0.0, 0.3 + rng.gauss(0, 0.1))),
+            "kl": 0.05 * f + abs(rng.gauss(0, 0.005)),
+            "entropy": 1.2 - 0.3 * f + rng.gauss(0, 0.05),
+            "completions/mean_length": 40 * (1 + 0.2 * f) + rng.gauss(0, 2),
+            "completions/clipped_ratio": max(0.0, 0.1 + rng.gauss(0, 0.03)),
+            "clip_ratio/region_mean": max(0.0, 0.01 + rng.gauss(0, 0.005)),
+            "loss": rng.gauss(0, 0.02),
+            "grad_norm": abs(rng.gauss(0.5, 0.2)),
+        }
+        for name, fn in override.items():
+            row[name.replace("__", "/")] = fn(t, row[name.replace("__", "/")], rng)
+        yield t, row
+
+
 def run(stream, thresholds=None, config_kl_target=None):
     diag = Diagnostics(thresholds)
     diag.config_kl_target = config_kl_target
@@ -91,6 +113,7 @@ def test_healthy_runs_raise_nothing(seed):
     # a chosen reward drifting down a little while the margin widens is normal DPO
     assert run(healthy_dpo(seed=seed, chosen_end=-0.1)).alerts == []
     assert run(healthy_sft_and_reward(seed=seed)).alerts == []
+    assert run(healthy_grpo(seed=seed)).alerts == []
 
 
 def after(step0, value):
@@ -107,6 +130,27 @@ CRAFTED = {
     "entropy_collapse": {"objective__entropy": lambda t, old, rng: 40 * math.exp(-t / 40) + abs(rng.gauss(0, 0.3))},
     "non_finite": dict(loss__policy_avg=after(120, lambda t, rng: float("nan"))),
 }
+
+
+CRAFTED_GROUPS = {
+    "no_group_signal": {"frac_reward_zero_std": lambda t, old, rng: min(1.0, 0.9 + abs(rng.gauss(0, 0.03)))},
+    "kl_runaway": dict(kl=after(60, lambda t, rng: 1.5 + rng.gauss(0, 0.1))),
+    "entropy_collapse": dict(entropy=lambda t, old, rng: 1.2 * math.exp(-t / 15) + abs(rng.gauss(0, 0.01))),
+    "length_hacking": {"completions__mean_length": lambda t, old, rng: 40 + 1.5 * t + rng.gauss(0, 2)},
+}
+
+
+@pytest.mark.parametrize("rule", sorted(CRAFTED_GROUPS))
+def test_each_grpo_rule_fires_once_on_its_crafted_stream(rule):
+    diag = run(healthy_grpo(**CRAFTED_GROUPS[rule]))
+    assert [a.rule for a in diag.alerts] == [rule]
+    assert diag.alerts[0].cause.endswith(".") and diag.alerts[0].remedy.endswith(".")
+
+
+def test_a_falling_sft_entropy_and_a_large_kto_kl_are_not_rl_trouble():
+    """SFT logs `entropy` and KTO `kl` under the names GRPO uses; without reward_std they are not RL metrics."""
+    stream = ((t, {"entropy": 3 * math.exp(-t / 10), "kl": 5.0, "loss": 1.0}) for t in range(1, 100))
+    assert run(stream).alerts == []
 
 
 @pytest.mark.parametrize("rule", sorted(CRAFTED))

@@ -127,3 +127,45 @@ def test_ppo_runs_on_two_processes_and_logs_identical_metrics(tmp_path):
     assert metrics0["episode"] == 2 * 2 * 2  # updates x prompts per process x processes
     rows = (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()
     assert len(rows) == 2  # one writer
+
+
+TOY_REWARD = """def vowels(prompts, completions):
+    return [sum(ch in "aeiou" for ch in c) / max(1, len(c)) for c in completions]
+"""
+
+
+@pytest.mark.parametrize("stage", ["grpo", "rloo"])
+def test_critic_free_stages_run_on_two_processes_and_ranks_agree(stage, tmp_path):
+    """GRPO/RLOO under accelerate launch: each process samples its own groups; gradients are synchronised,
+    so both ranks end with the same weights, and the weights moved (the toy reward varies within groups)."""
+    (tmp_path / "toy_reward.py").write_text(TOY_REWARD)  # the launched processes import it from their cwd
+    config = {
+        "model": "tiny",
+        "reward": "toy_reward:vowels",
+        "data": "starter",
+        "output_dir": str(tmp_path / "run"),
+        "max_steps": 2,
+        "per_device_train_batch_size": 4,
+        "num_generations": 2,
+        "max_completion_length": 8,
+        "learning_rate": 1e-3,
+        "num_samples": 1,
+        "seed": 0,
+        "monitor": False,
+    }
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump(config))
+    cmd = [str(ACCELERATE), "launch", "--config_file", str(ROOT / "configs/accelerate/cpu_ddp_2proc.yaml")]
+    cmd += ["-m", "rlhf_lab", stage, "--config", str(tmp_path / "config.yaml")]
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=400, cwd=tmp_path)
+    assert out.returncode == 0, out.stderr[-3000:]
+    found = re.findall(r"^rank (\d)/2 final: (.*) weights: (\S+)$", out.stdout, re.M)
+    ranks = {rank: (json.loads(metrics), weights) for rank, metrics, weights in found}
+    assert set(ranks) == {"0", "1"}, out.stdout[-3000:]
+    (metrics0, weights0), (metrics1, weights1) = ranks["0"], ranks["1"]
+    assert weights0 == weights1, "the ranks' weights drifted apart: gradients were not synchronised"
+    assert metrics0["reward"] == metrics1["reward"]  # TRL gathers rewards across processes
+    import rlhf_lab as lab
+    from rlhf_lab.cli.main import _checksum
+
+    assert weights0 != _checksum(lab.tiny_model("causal", seed=0).model), "the weights did not move"
+    assert len((tmp_path / "run" / "metrics.jsonl").read_text().splitlines()) == 3  # 2 steps + the summary; one writer

@@ -12,16 +12,10 @@ import torch
 
 import rlhf_lab as lab
 from rlhf_lab.evaluation import stats
-from rlhf_lab.evaluation.evaluate import (
-    _prompts_and_gold,
-    completion_logprobs,
-    completions_html,
-    perplexity,
-    sample,
-    sequence_kl,
-)
+from rlhf_lab.evaluation.evaluate import _prompts_and_gold, completions_html
+from rlhf_lab.evaluation.sampling import completion_logprobs, perplexity, sample, sequence_kl
 from rlhf_lab.models.chat import tokenize_prompts
-from rlhf_lab.stages.common import RunResult
+from rlhf_lab.runs import RunResult
 
 PROMPTS = lab.task("concise").prompts("test")[:6]
 

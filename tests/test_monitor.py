@@ -9,7 +9,9 @@ from types import SimpleNamespace
 import pytest
 
 import rlhf_lab.monitor.live as monitor_module
-from rlhf_lab.monitor.live import LiveMonitor, notebook_frontend
+from rlhf_lab.monitor import frontend
+from rlhf_lab.monitor.frontend import notebook_frontend
+from rlhf_lab.monitor.live import LiveMonitor
 from rlhf_lab.monitor.plots import decimate, plot_runs
 
 XSS = "<script>alert(1)</script>"
@@ -212,15 +214,24 @@ def test_notebook_detection(monkeypatch):
 
     kernel_shell = SimpleNamespace(kernel=object())
     monkeypatch.setattr(IPython, "get_ipython", lambda: kernel_shell)
-    monkeypatch.setattr(monitor_module, "_run_by_batch_executor", lambda: False)
+    monkeypatch.setattr(frontend, "_run_by_batch_executor", lambda: False)
     assert notebook_frontend()
-    monkeypatch.setattr(monitor_module, "_run_by_batch_executor", lambda: True)  # papermill
+    monkeypatch.setattr(frontend, "_run_by_batch_executor", lambda: True)  # papermill
     assert not notebook_frontend()
+
+
+def test_grpo_and_rloo_runs_get_their_panels():
+    from rlhf_lab.monitor.panels import STAGE_PANELS, infer_stage
+
+    assert infer_stage((), "GRPOConfig") == "grpo" and infer_stage((), "RLOOConfig") == "rloo"
+    assert infer_stage(["reward", "reward_std", "frac_reward_zero_std", "kl"]) == "grpo"
+    shown = {m for p in STAGE_PANELS["grpo"] for m in p.all_metrics}
+    assert {"reward", "reward_std", "frac_reward_zero_std", "kl", "entropy", "completions/clipped_ratio"} <= shown
 
 
 def test_bad_arguments_are_refused():
     with pytest.raises(ValueError, match="stage must be"):
-        LiveMonitor(stage="grpo")
+        LiveMonitor(stage="trpo")
     with pytest.raises(ValueError, match="smoothing"):
         LiveMonitor(smoothing=1.0)
 

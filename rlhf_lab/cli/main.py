@@ -56,6 +56,8 @@ def build_parser() -> argparse.ArgumentParser:
         "dpo": "direct preference optimization (TRL DPOTrainer)",
         "kto": "KTO on thumbs-up/down labels (TRL KTOTrainer)",
         "ppo": "PPO with a KL penalty (the lab's own engine)",
+        "grpo": "GRPO: group-relative advantages, no critic (TRL GRPOTrainer)",
+        "rloo": "RLOO: leave-one-out baseline, no critic (TRL RLOOTrainer)",
     }
     for name in STAGES:
         stage = sub.add_parser(name, help=f"{helps[name]}; also under `accelerate launch -m rlhf_lab {name}`")

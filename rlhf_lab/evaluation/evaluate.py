@@ -15,6 +15,7 @@ prompt with the same seed (pure sampling at temperature 1 by default), and the f
   the policy has all but dropped tokens the reference still likes, samples miss that mass and k3
   reads low, so a k3 well below k1 is a warning sign;
 - ppl_ref_samples: perplexity of the reference's (purely sampled) completions under the policy;
+  best-of-n (`lab.best_of_n`) reports its closed-form KL to its base instead, and no perplexity;
 - length_* (tokens before EOS), distinct_1, distinct_2 (stats.distinct_n);
 - win_rate_reward / win_rate_gold against `baseline` on the same prompts (ties count 0.5), and
   gold_diff (mean gold - baseline gold over the same prompts, paired).
@@ -27,141 +28,18 @@ from __future__ import annotations
 
 import html
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-import torch
 
 from rlhf_lab.evaluation import stats
+from rlhf_lab.evaluation.best_of_n import BestOfN
+from rlhf_lab.evaluation.sampling import PURE, Samples, completion_logprobs, perplexity, sample, sequence_kl
 from rlhf_lab.labeling.annotator import gold_scorer
 from rlhf_lab.models import Policy, as_policy
-from rlhf_lab.models.chat import tokenize_prompts
+from rlhf_lab.monitor.frontend import in_kernel
 from rlhf_lab.rewards import as_scorer
 from rlhf_lab.tasks import Task, prompt_text
-
-PURE = {"temperature": 1.0, "top_p": 1.0, "top_k": 0}
-
-
-@dataclass
-class Samples:
-    """One sampled completion per prompt, with the exact token ids the policy produced."""
-
-    prompts: list
-    texts: list[str]
-    prompt_ids: list[list[int]]
-    completion_ids: list[list[int]]  # sampled tokens, the EOS included when one was sampled
-    lengths: list[int]  # tokens before EOS
-
-
-@torch.no_grad()
-def sample(
-    policy: Any,
-    prompts: Sequence[Any],
-    *,
-    max_new_tokens: int = 64,
-    temperature: float = 1.0,
-    top_p: float = 1.0,
-    top_k: int = 0,
-    seed: int = 0,
-    batch_size: int = 16,
-) -> Samples:
-    """Sample one completion per prompt (left-padded batches; the global RNG is left untouched)."""
-    policy = as_policy(policy)
-    tok, model = policy.tokenizer, policy.model
-    greedy = temperature == 0
-    options = dict(
-        max_new_tokens=max_new_tokens,
-        do_sample=not greedy,
-        pad_token_id=tok.pad_token_id,
-        eos_token_id=tok.eos_token_id,
-    )
-    if not greedy:
-        options.update(temperature=temperature, top_p=top_p, top_k=top_k)
-    out = Samples(list(prompts), [], [], [], [])
-    was_training = model.training
-    model.eval()
-    devices = [policy.device] if policy.device.type == "cuda" else []
-    try:
-        with torch.random.fork_rng(devices=devices):
-            torch.manual_seed(seed)
-            for start in range(0, len(out.prompts), batch_size):
-                batch = tokenize_prompts(tok, out.prompts[start : start + batch_size]).to(policy.device)
-                tokens = model.generate(**batch, **options).cpu()
-                width = batch["input_ids"].shape[1]
-                for ids, mask, new in zip(batch["input_ids"].cpu(), batch["attention_mask"].cpu(), tokens[:, width:]):
-                    new = new.tolist()
-                    end = new.index(tok.eos_token_id) if tok.eos_token_id in new else len(new)
-                    out.prompt_ids.append(ids[mask.bool()].tolist())
-                    out.completion_ids.append(new[: end + 1] if end < len(new) else new)
-                    out.lengths.append(end)
-                    out.texts.append(tok.decode(new[:end], skip_special_tokens=True))
-    finally:
-        model.train(was_training)
-    return out
-
-
-@torch.no_grad()
-def completion_logprobs(policy: Any, samples: Samples, *, batch_size: int = 16) -> tuple[torch.Tensor, torch.Tensor]:
-    """Log-probabilities of each sampled completion token under `policy`: `(logprobs, mask)`, both
-    (n, longest completion), 0 at padding. One forward pass over prompt + completion per batch:
-    prompts left-padded, completions right-padded, positions counted from the first real token."""
-    policy = as_policy(policy)
-    model, pad = policy.model, policy.tokenizer.pad_token_id
-    width = max((len(c) for c in samples.completion_ids), default=1)
-    logprobs, mask = torch.zeros(len(samples.texts), width), torch.zeros(len(samples.texts), width)
-    was_training = model.training
-    model.eval()
-    try:
-        for start in range(0, len(samples.texts), batch_size):
-            prompts = samples.prompt_ids[start : start + batch_size]
-            completions = samples.completion_ids[start : start + batch_size]
-            p_len, c_len = max(map(len, prompts)), max(max(map(len, completions)), 1)
-            ids = torch.tensor(
-                [[pad] * (p_len - len(p)) + p + c + [pad] * (c_len - len(c)) for p, c in zip(prompts, completions)]
-            )
-            attention = torch.tensor(
-                [
-                    [0] * (p_len - len(p)) + [1] * (len(p) + len(c)) + [0] * (c_len - len(c))
-                    for p, c in zip(prompts, completions)
-                ]
-            )
-            positions = (attention.cumsum(-1) - 1).clamp(min=0)
-            device = policy.device
-            logits = (
-                model(input_ids=ids.to(device), attention_mask=attention.to(device), position_ids=positions.to(device))
-                .logits[:, p_len - 1 : -1]
-                .float()
-            )
-            targets = ids[:, p_len:].to(device)
-            token_lp = logits.gather(-1, targets.unsqueeze(-1)).squeeze(-1) - logits.logsumexp(-1)
-            real = attention[:, p_len:]
-            rows = slice(start, start + len(prompts))
-            logprobs[rows, :c_len] = token_lp.cpu() * real
-            mask[rows, :c_len] = real.float()
-    finally:
-        model.train(was_training)
-    return logprobs, mask
-
-
-def sequence_kl(logprobs: torch.Tensor, ref_logprobs: torch.Tensor, mask: torch.Tensor) -> dict[str, float]:
-    """Sequence-level KL(policy || ref) from samples of the policy: the mean over sequences of the
-    summed per-token k1 and k3 estimates, each with its standard error."""
-    from rlhf_lab.stages.ppo.kl import per_token_kl
-
-    out = {}
-    for name in ("k1", "k3"):
-        per_sequence = per_token_kl(logprobs, ref_logprobs, mask, name).sum(-1).double().numpy()
-        out[f"kl_{name}"], out[f"kl_{name}_se"] = stats.mean_se(per_sequence)
-    return out
-
-
-def perplexity(logprobs: torch.Tensor, mask: torch.Tensor) -> float:
-    """exp(- total log-probability / number of tokens) over every masked-in token."""
-    tokens = float(mask.sum())
-    if tokens == 0:
-        raise ValueError("no completion tokens to compute a perplexity over")
-    return float(np.exp(-float((logprobs * mask).sum()) / tokens))
 
 
 def evaluate(
@@ -242,7 +120,7 @@ def compare(
     table = pd.DataFrame(rows).set_index("model")
     table.attrs["samples"] = columns
     table.attrs["panel_html"] = completions_html(prompts, columns, limit=panel_rows)
-    if show or (show is None and _in_notebook()):
+    if show or (show is None and in_kernel()):
         from IPython.display import HTML, display
 
         display(HTML(table.attrs["panel_html"]))
@@ -282,7 +160,8 @@ class _Evaluation:
         self._cache: dict[tuple[int, bool], tuple[Samples, dict]] = {}
 
     def samples(self, policy: Policy, pure: bool = False) -> tuple[Samples, dict[str, np.ndarray]]:
-        key = (id(policy.model), pure)
+        # a run or bundle is keyed by its weights; best-of-n shares its base's weights, so also by its n and reward
+        key = (id(policy.model), getattr(policy, "n", 1), id(getattr(policy, "scorer", None)), pure)
         if key not in self._cache:
             settings = {**self.sampling, **(PURE if pure else {})}
             drawn = sample(policy, self.prompts, **settings)
@@ -307,12 +186,15 @@ class _Evaluation:
         if ref is not None:
             ref = as_policy(ref)
             _check_same_vocabulary(policy, ref)
-            kl_samples = drawn if self.pure else self.samples(policy, pure=True)[0]
-            batch = self.sampling.get("batch_size", 16)
-            logprobs, mask = completion_logprobs(policy, kl_samples, batch_size=batch)
-            out.update(sequence_kl(logprobs, completion_logprobs(ref, kl_samples, batch_size=batch)[0], mask))
-            ref_samples = self.samples(ref, pure=True)[0]
-            out["ppl_ref_samples"] = perplexity(*completion_logprobs(policy, ref_samples, batch_size=batch))
+            if isinstance(policy, BestOfN):
+                out.update(best_of_n_figures(policy, ref))
+            else:
+                kl_samples = drawn if self.pure else self.samples(policy, pure=True)[0]
+                batch = self.sampling.get("batch_size", 16)
+                logprobs, mask = completion_logprobs(policy, kl_samples, batch_size=batch)
+                out.update(sequence_kl(logprobs, completion_logprobs(ref, kl_samples, batch_size=batch)[0], mask))
+                ref_samples = self.samples(ref, pure=True)[0]
+                out["ppl_ref_samples"] = perplexity(*completion_logprobs(policy, ref_samples, batch_size=batch))
         if baseline is not None:
             base_scores = self.samples(as_policy(baseline))[1]
             for name, values in scores.items():
@@ -338,6 +220,16 @@ class _Evaluation:
     def _add(out: dict, name: str, result: dict, key: str = "mean") -> None:
         out[name if key == "rate" else f"{name}_mean"] = result[key]
         out[f"{name}_lo"], out[f"{name}_hi"] = result["lo"], result["hi"]
+
+
+def best_of_n_figures(policy: BestOfN, ref: Policy) -> dict[str, Any]:
+    """Best-of-n's KL is known in closed form against its base; its text has no tractable log-probabilities."""
+    if ref.model is not policy.base.model:
+        raise ValueError(
+            f"{policy.name}'s KL is known only against its base policy {policy.base.name}, not {ref.name}. "
+            "Fix: pass ref= the base policy, or leave ref out."
+        )
+    return {"kl_k1": policy.kl, "kl_k1_se": 0.0, "kl_k3": policy.kl, "kl_k3_se": 0.0, "ppl_ref_samples": None}
 
 
 def _prompts_and_gold(prompts: Any, gold: Any) -> tuple[list, Any]:
@@ -381,12 +273,3 @@ def _unique(names: list[str]) -> list[str]:
         seen[name] = seen.get(name, 0) + 1
         out.append(name if seen[name] == 1 else f"{name}#{seen[name]}")
     return out
-
-
-def _in_notebook() -> bool:
-    try:
-        from IPython import get_ipython
-    except ImportError:
-        return False
-    shell = get_ipython()
-    return shell is not None and type(shell).__name__ == "ZMQInteractiveShell"

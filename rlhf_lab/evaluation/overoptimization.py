@@ -33,7 +33,7 @@ from transformers import TrainerCallback
 
 from rlhf_lab.config import default_run_dir
 from rlhf_lab.evaluation import stats
-from rlhf_lab.evaluation.evaluate import completion_logprobs, sample, sequence_kl
+from rlhf_lab.evaluation.sampling import completion_logprobs, sample, sequence_kl
 from rlhf_lab.labeling.annotator import SimulatedAnnotator, preference_dataset
 from rlhf_lab.models import Policy, as_policy
 from rlhf_lab.rewards import as_scorer

@@ -69,7 +69,7 @@ class Policy(ModelBundle):
         `temperature=0` is greedy decoding; a positive one samples (with `seed` for repeatability).
         Text is cut at EOS and at the first of `stop`.
         """
-        if isinstance(prompts, str) or _is_conversation(prompts):
+        if isinstance(prompts, str) or is_conversation(prompts):
             prompts = [prompts]
         sample = temperature > 0
         if seed is not None:
@@ -197,7 +197,7 @@ class RewardModel(ModelBundle):
         )
 
 
-def _is_conversation(obj) -> bool:
+def is_conversation(obj) -> bool:
     return isinstance(obj, (list, tuple)) and len(obj) > 0 and isinstance(obj[0], dict)
 
 

@@ -16,9 +16,11 @@ from __future__ import annotations
 
 import math
 from collections import deque
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, fields
 from typing import Any
+
+from rlhf_lab.monitor.rules import RULES, Rule
 
 # TRL's AdaptiveKLController default target (trl<=0.11 PPOConfig.target), used when neither the
 # run's config nor a logged `objective/kl_target` says otherwise.
@@ -40,6 +42,8 @@ class Thresholds:
     entropy_fraction: float = 0.25  # entropy below this fraction of its starting value
     dpo_fall_min: float = 0.2  # chosen and rejected rewards each down by this much, margin up by it
     dpo_fall_fraction: float = 0.25  # and chosen down by this fraction of the margin's growth
+    zero_std_max: float = 0.8  # GRPO/RLOO: share of groups whose samples all got the same reward
+    token_kl_max: float = 1.0  # GRPO/RLOO: mean per-token KL to the reference, in nats
     # fp16 loss scaling logs an inf grad norm on the (skipped) overflow steps of a healthy run, so
     # these metrics must stay non-finite for `window` logs in a row before they count.
     nonfinite_tolerant: tuple[str, ...] = ("grad_norm",)
@@ -122,192 +126,6 @@ def _sem(values) -> float:
     n = len(values)
     mean = sum(values) / n
     return math.sqrt(sum((v - mean) ** 2 for v in values) / max(n - 1, 1) / n)
-
-
-@dataclass(frozen=True)
-class Rule:
-    name: str
-    inputs: tuple[str, ...]  # the rule is checked only on logs that carry one of these
-    cause: str
-    remedy: str
-    check: Callable[[Diagnostics], str | None]
-    severity: str = "warning"
-    persist: bool = True  # False: fire on the first log that shows it (a NaN needs no confirmation)
-
-
-def _first(diag: Diagnostics, names: tuple[str, ...], *, baseline: bool = False) -> tuple[str, Track] | None:
-    for name in names:
-        track = diag.tracks.get(name)
-        if track is not None and (track.has_baseline if baseline else track.full):
-            return name, track
-    return None
-
-
-def check_kl_negative(diag: Diagnostics) -> str | None:
-    found = _first(diag, ("objective/kl",))
-    if found is None:
-        return None
-    name, kl = found
-    t = diag.thresholds
-    if kl.now < -t.kl_negative_tol and kl.now + 2 * kl.sem() < 0:
-        return f"{name} averaged {kl.now:.3g} over the last {t.window} logs, below 0 beyond noise"
-    return None
-
-
-def check_kl_target(diag: Diagnostics) -> str | None:
-    found = _first(diag, ("objective/kl",))
-    if found is None:
-        return None
-    name, kl = found
-    target = diag.kl_target()
-    limit = diag.thresholds.kl_factor * target
-    if kl.now > limit:
-        return (
-            f"{name} averaged {kl.now:.3g}, above {diag.thresholds.kl_factor:g} x its target {target:g} = {limit:.3g}"
-        )
-    return None
-
-
-def check_clipfrac(diag: Diagnostics) -> str | None:
-    found = _first(diag, ("policy/clipfrac_avg",))
-    if found is None or found[1].now <= diag.thresholds.clipfrac_max:
-        return None
-    name, clip = found
-    return f"{name} averaged {clip.now:.2f} over the last {diag.thresholds.window} logs (limit {diag.thresholds.clipfrac_max:g})"
-
-
-def check_ratio(diag: Diagnostics) -> str | None:
-    found = _first(diag, ("val/ratio",))
-    if found is None or abs(found[1].now - 1) <= diag.thresholds.ratio_drift:
-        return None
-    return f"val/ratio averaged {found[1].now:.3f}, more than {diag.thresholds.ratio_drift:g} away from 1"
-
-
-def check_length_hacking(diag: Diagnostics) -> str | None:
-    length = _first(diag, ("completions/mean_length",), baseline=True)
-    reward = _first(diag, ("objective/scores", "objective/rlhf_reward"), baseline=True)
-    if length is None or reward is None:
-        return None
-    (_, ln), (rname, rw) = length, reward
-    growth = ln.now / ln.start - 1 if ln.start > 0 else 0.0
-    if growth > diag.thresholds.length_growth and rw.now > rw.start:
-        return (
-            f"mean completion length grew {growth:.0%} ({ln.start:.1f} -> {ln.now:.1f} tokens) while "
-            f"{rname} rose {rw.start:.3g} -> {rw.now:.3g}"
-        )
-    return None
-
-
-def check_entropy(diag: Diagnostics) -> str | None:
-    found = _first(diag, ("objective/entropy", "policy/entropy_avg"), baseline=True)
-    if found is None:
-        return None
-    name, ent = found
-    if ent.start > 0 and ent.now < diag.thresholds.entropy_fraction * ent.start:
-        return f"{name} fell to {ent.now / ent.start:.0%} of its starting value ({ent.start:.3g} -> {ent.now:.3g})"
-    return None
-
-
-def check_dpo_both_falling(diag: Diagnostics) -> str | None:
-    names = ("rewards/chosen", "rewards/rejected", "rewards/margins")
-    tracks = [diag.tracks.get(n) for n in names]
-    if not all(t is not None and t.has_baseline for t in tracks):
-        return None
-    chosen, rejected, margin = tracks
-    t = diag.thresholds
-    grown = margin.now - margin.start
-    # a small dip in the chosen reward while the margin widens a lot is normal DPO; a fall that is a
-    # sizeable share of the margin's growth is the model pushing good answers down to win the margin
-    fall = max(t.dpo_fall_min, t.dpo_fall_fraction * grown) + 2 * chosen.change_noise()
-    if grown > t.dpo_fall_min and chosen.now < chosen.start - fall and rejected.now < rejected.start - t.dpo_fall_min:
-        return (
-            f"rewards/chosen fell {chosen.start:.3g} -> {chosen.now:.3g} and rewards/rejected fell "
-            f"{rejected.start:.3g} -> {rejected.now:.3g} while rewards/margins grew to {margin.now:.3g}"
-        )
-    return None
-
-
-def check_nonfinite(diag: Diagnostics) -> str | None:
-    bad = []
-    for name in diag.last_keys:
-        track = diag.tracks[name]
-        needed = diag.thresholds.window if name in diag.thresholds.nonfinite_tolerant else 1
-        if track.nonfinite_run >= needed:
-            bad.append(name)
-    return f"non-finite value(s) logged for {', '.join(sorted(bad))}" if bad else None
-
-
-RULES: tuple[Rule, ...] = (
-    Rule(
-        "non_finite",
-        (),
-        "A NaN or inf in a logged metric means the loss or gradients overflowed, so the "
-        "weights are probably already corrupted.",
-        "Lower the learning rate, enable gradient clipping (max_grad_norm), or use bf16/fp32 instead of fp16.",
-        check_nonfinite,
-        "error",
-        persist=False,
-    ),
-    Rule(
-        "kl_negative",
-        ("objective/kl",),
-        "The sampled KL estimate can only go negative on average when "
-        "completions are not sampled from the policy being scored (a generation setting such as min_length, "
-        "top-k or a different temperature).",
-        "Sample with plain temperature sampling at the temperature "
-        "used for scoring, without min_new_tokens, top_k or top_p.",
-        check_kl_negative,
-    ),
-    Rule(
-        "kl_above_target",
-        ("objective/kl",),
-        "The policy has moved far from the reference model, more than "
-        "the KL penalty was set to allow, which usually precedes reward hacking.",
-        "Raise kl_coef (or the adaptive controller's target horizon) or lower the learning rate.",
-        check_kl_target,
-    ),
-    Rule(
-        "clipfrac_high",
-        ("policy/clipfrac_avg",),
-        "A sustained clip fraction above the limit means each PPO "
-        "update moves the policy too far from the one that sampled the batch.",
-        "Lower the learning rate, use fewer PPO epochs per batch, or use larger mini-batches.",
-        check_clipfrac,
-    ),
-    Rule(
-        "ratio_drift",
-        ("val/ratio",),
-        "The new/old probability ratio drifting from 1 means the updates go off-policy within a batch.",
-        "Lower the learning rate or the number of PPO epochs per batch, and "
-        "check that rollouts and training use the same model and dtype.",
-        check_ratio,
-    ),
-    Rule(
-        "length_hacking",
-        ("completions/mean_length", "objective/scores", "objective/rlhf_reward"),
-        "Reward rising together with much longer completions suggests the policy exploits a length bias "
-        "in the reward model.",
-        "Add a length penalty or cap max_new_tokens, raise kl_coef, and check the "
-        "reward model's length bias with lab.evaluate_reward_model.",
-        check_length_hacking,
-    ),
-    Rule(
-        "entropy_collapse",
-        ("objective/entropy", "policy/entropy_avg"),
-        "The policy's entropy collapsed, so it has become near-deterministic and will stop exploring.",
-        "Raise kl_coef, lower the learning rate, or add an entropy bonus.",
-        check_entropy,
-    ),
-    Rule(
-        "dpo_both_rewards_falling",
-        ("rewards/chosen", "rewards/rejected", "rewards/margins"),
-        "DPO is widening the margin by pushing down the chosen responses too, which lowers the likelihood "
-        "of good answers (likelihood displacement).",
-        "Lower the learning rate or raise beta, or add an SFT "
-        "term on the chosen responses (loss_type=['sigmoid', 'sft'] or rpo_alpha).",
-        check_dpo_both_falling,
-    ),
-)
 
 
 class Diagnostics:

@@ -16,8 +16,6 @@ from __future__ import annotations
 
 import logging
 import math
-import os
-import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime
@@ -27,56 +25,23 @@ from typing import Any
 from transformers import TrainerCallback
 
 from rlhf_lab.monitor.diagnostics import Alert, Diagnostics, Thresholds, numeric
+from rlhf_lab.monitor.frontend import notebook_frontend
+from rlhf_lab.monitor.panels import STAGE_PANELS, STAGES, Panel, infer_stage, normalize_panels
 from rlhf_lab.monitor.plots import (
     DEFAULT_MAX_POINTS,
-    STAGE_PANELS,
-    STAGES,
     MetricSeries,
-    Panel,
     alerts_html,
     build_figure,
-    infer_stage,
-    normalize_panels,
     page_html,
     samples_html,
     trace_plan,
     trace_xy,
 )
+from rlhf_lab.runs import atomic_write
 
 log = logging.getLogger(__name__)
-BATCH_EXECUTORS = ("papermill", "nbconvert", "nbclient")
 # Logged once at the end of training, or bookkeeping: kept in history, never given their own panel.
 NOT_PANELS = ("epoch", "total_flos", "train_runtime", "train_samples_per_second", "train_steps_per_second")
-
-
-def notebook_frontend() -> bool:
-    """True when a person is looking at a notebook: an IPython kernel not run by papermill/nbconvert."""
-    forced = os.environ.get("RLHF_LAB_MONITOR", "").strip().lower()
-    if forced in ("html", "headless"):
-        return False
-    if forced in ("live", "widget", "notebook"):
-        return True
-    if "IPython" not in sys.modules:  # a kernel always has it imported; a script must not pay for it
-        return False
-    from IPython import get_ipython
-
-    shell = get_ipython()
-    if shell is None or getattr(shell, "kernel", None) is None:
-        return False
-    return not _run_by_batch_executor()
-
-
-def _run_by_batch_executor() -> bool:
-    # A kernel cannot ask papermill whether it is being driven, but the process that launched it
-    # (jupyter_client records it in JPY_PARENT_PID) says so on its command line.
-    for pid in {os.environ.get("JPY_PARENT_PID"), str(os.getppid())} - {None, ""}:
-        try:
-            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-        except OSError:
-            continue
-        if any(mark in cmdline for mark in BATCH_EXECUTORS):
-            return True
-    return False
 
 
 class LiveMonitor(TrainerCallback):
@@ -380,10 +345,7 @@ class LiveMonitor(TrainerCallback):
             text = page_html(
                 fig, title=f"rlhf-lab monitor: {name}", subtitle=subtitle, alerts=self.alerts, samples=self.samples
             )
-            target.parent.mkdir(parents=True, exist_ok=True)
-            tmp = target.with_name(f".{target.name}.tmp")
-            tmp.write_text(text, encoding="utf-8")
-            os.replace(tmp, target)  # a reader never sees half a page
+            atomic_write(target, text)  # a reader never sees half a page
             self.html_path = target
             return target
         except Exception as err:

@@ -1,6 +1,6 @@
 """Training stages. Each is a plain function that returns a RunResult and writes a run folder.
 
-The CLI (`rlhf-lab sft|reward|dpo|kto|ppo`) and the notebooks call the same functions.
+The CLI (`rlhf-lab sft|reward|dpo|kto|ppo|grpo|rloo`) and the notebooks call the same functions.
 """
 
 from __future__ import annotations
@@ -14,6 +14,8 @@ STAGES = {
     "dpo": ("dpo", "dpo", "DPOConfig"),
     "kto": ("kto", "kto", "KTOConfig"),
     "ppo": ("ppo", "ppo", "PPOConfig"),
+    "grpo": ("grpo", "grpo", "GRPOConfig"),
+    "rloo": ("rloo", "rloo", "RLOOConfig"),
 }
 
 

@@ -3,7 +3,8 @@
 Our own dataclass on `RunConfig`, not a transformers `TrainingArguments`: the PPO loop is ours
 (rollout, KL, GAE, minibatch updates), so the hundred Trainer fields that would not apply are left
 out, and the ones that do keep TRL 1.10's PPO names so configs port over. The lab's shared fields
-(model, data, num_samples, monitor, lora_r, bf16) come from `LabConfig`, as for the TRL stages.
+(model, data, num_samples, monitor, lora_r, bf16) come from `LabConfig`, as for the TRL stages, and
+the online ones (reward, generation_backend) from `OnlineConfig`, as for GRPO and RLOO.
 It reads and writes YAML through `rlhf_lab.config` (`load_config(PPOConfig, "ppo.yaml",
 ["kl_coef=0.1"])`, `to_yaml`).
 
@@ -35,10 +36,10 @@ from rlhf_lab.config import (
     positive_int,
 )
 from rlhf_lab.rewards import AGGREGATES
+from rlhf_lab.stages.online import OnlineConfig
 from rlhf_lab.stages.ppo.kl import KL_ESTIMATORS, check_kl_estimator
 
 CRITICS: tuple[str, ...] = ("shared", "separate")
-BACKENDS: tuple[str, ...] = ("auto", "hf", "vllm")
 
 
 # Each message names the field, the value and a fix: a config error is read by a person.
@@ -68,7 +69,6 @@ RULES: dict[str, Rule] = {
     "save_every": count("0 turns it off"),
     "max_approx_kl": optional(number(0, above=True, fix="e.g. max_approx_kl=0.02")),
     "reward_aggregate": one_of(AGGREGATES, "reward_aggregate=mean"),
-    "generation_backend": one_of(BACKENDS, "generation_backend=auto"),
     "warmup_steps": count("0: no warm-up"),
     "stop": Rule(
         lambda v: isinstance(v, list) and all(isinstance(s, str) and s for s in v),
@@ -79,7 +79,7 @@ RULES: dict[str, Rule] = {
 
 
 @dataclass
-class PPOConfig(LabConfig, RunConfig):
+class PPOConfig(OnlineConfig, LabConfig, RunConfig):
     """Configuration of one PPO run (`lab.ppo(..., config=PPOConfig(...))`, `rlhf-lab ppo --config`)."""
 
     output_dir: str = field(
@@ -163,13 +163,6 @@ class PPOConfig(LabConfig, RunConfig):
         },
     )
     # --- rewards: combining several ---------------------------------------------------------------
-    reward: str | None = field(
-        default=None,
-        metadata={
-            "help": "From the CLI: a reward run folder or model folder, task:NAME (a gold task, e.g. "
-            "task:concise), or 'module:function' naming a Python f(prompts, completions) -> list[float]."
-        },
-    )
     reward_weights: list[float] | None = field(
         default=None, metadata={"help": "With a list of rewards: a weighted sum, one weight per reward."}
     )
@@ -187,13 +180,6 @@ class PPOConfig(LabConfig, RunConfig):
     gradient_checkpointing: bool = field(
         default=False, metadata={"help": "Recompute activations in the backward pass: less memory, slower."}
     )
-    generation_backend: str = field(
-        default="auto",
-        metadata={
-            "help": "'hf' (transformers generate with KV cache), 'vllm' (GPU, weights synced after each "
-            "update) or 'auto': vLLM when it is installed and a GPU is present, else hf."
-        },
-    )
     # --- bookkeeping ----------------------------------------------------------------------------
     save_every: int = field(
         default=0, metadata={"help": "Checkpoint every N updates (for resume_from); 0: final weights only."}
@@ -205,7 +191,7 @@ class PPOConfig(LabConfig, RunConfig):
     logging_steps: int = field(default=1, metadata={"help": "Log metrics every N updates."})
 
     def __post_init__(self) -> None:
-        super().__post_init__()  # LabConfig's fields and checks, then RunConfig's
+        super().__post_init__()  # the online fields' checks, LabConfig's, then RunConfig's
         check_rules(self, RULES)
         per_step = self.mini_batch_size * self.gradient_accumulation_steps
         if self.batch_size % per_step:

@@ -25,6 +25,8 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from rlhf_lab.stages.online import vllm_installed
+
 log = logging.getLogger(__name__)
 
 
@@ -263,9 +265,9 @@ def make_generator(backend: str, model: Any, tokenizer: Any, config: Any):
     options = dict(
         max_new_tokens=config.max_new_tokens, temperature=config.temperature, top_k=config.top_k, top_p=config.top_p
     )
-    want_vllm = backend == "vllm" or (backend == "auto" and torch.cuda.is_available() and _has_vllm())
+    want_vllm = backend == "vllm" or (backend == "auto" and torch.cuda.is_available() and vllm_installed())
     if want_vllm:
-        if not torch.cuda.is_available() or not _has_vllm():
+        if not torch.cuda.is_available() or not vllm_installed():
             raise RuntimeError(
                 "generation_backend='vllm' needs vLLM and a CUDA GPU. Fix: pip install "
                 "'rlhf-lab[gpu]' on a GPU machine, or set generation_backend=hf."
@@ -277,9 +279,3 @@ def make_generator(backend: str, model: Any, tokenizer: Any, config: Any):
                 raise
             log.warning(f"vLLM could not start ({err}); falling back to transformers generate")
     return HFGenerator(tokenizer, **options)
-
-
-def _has_vllm() -> bool:
-    import importlib.util
-
-    return importlib.util.find_spec("vllm") is not None
