@@ -1,7 +1,8 @@
-"""What the lab's stage wrappers cost on top of raw TRL: same tiny DPO and reward-model runs,
+"""What the lab's stage wrappers cost on top of raw TRL: same tiny DPO, reward-model and GRPO runs,
 interleaved A/B in one process, printed as a time ratio (target: lab / raw <= 1.03).
 
-    python benchmarks/wrapper_overhead.py [--rounds 5] [--dpo-steps 30] [--reward-steps 600] [--stages dpo reward]
+    python benchmarks/wrapper_overhead.py [--rounds 5] [--dpo-steps 30] [--reward-steps 600] [--grpo-steps 20]
+                                          [--stages dpo reward reward_no_norm grpo]
 
 "raw" is what a TRL user writes: build the trainer on a ready dataset, train, save the model.
 "lab" is `lab.dpo(...)` / `lab.train_reward_model(...)`: data validation, a private copy of the
@@ -11,7 +12,10 @@ train on the same data. "reward" keeps the stage's normalization pass (one forwa
 training responses, a feature raw TRL does not have); "reward_no_norm" turns it off
 (normalize=False), which leaves the wrapper's own cost. The tiny reward model trains ~30x faster
 per step than tiny DPO (no LM head over a 49k vocabulary), so it runs more steps to make runs of
-similar length. The order alternates every round; the ratio is the median of per-round ratios,
+similar length. "grpo" trains on the starter RL prompts with a rule reward written the way each
+side would: raw TRL gets a TRL-style function `f(completions, **kwargs)`, the lab the same rule as
+`f(prompts, completions)` through its reward adapter (validation, samples.jsonl); both without a
+KL term (beta=0), so neither builds a reference. The order alternates every round; the ratio is the median of per-round ratios,
 and the fixed cost is the median per-round difference in seconds.
 """
 
@@ -87,6 +91,51 @@ def lab_reward_no_norm(rm, data, out, steps):
     lab_reward(rm, data, out, steps, normalize=False)
 
 
+GRPO = dict(
+    max_completion_length=16,
+    num_generations=4,
+    beta=0.0,
+    learning_rate=1e-4,
+    logging_steps=5,
+    seed=0,
+    report_to="none",
+    save_strategy="no",
+    bf16=False,
+    use_cpu=True,
+    disable_tqdm=True,
+    per_device_train_batch_size=8,
+)
+
+
+def vowel_share(prompts, completions):
+    return [sum(ch in "aeiou" for ch in c) / max(1, len(c)) for c in completions]
+
+
+def trl_vowel_share(completions, **kwargs):
+    return vowel_share(None, [c[-1]["content"] for c in completions])
+
+
+def starter_prompts():
+    return lab.load_prompts([row["prompt"] for row in lab.starter_data("prompts", "train")])
+
+
+def raw_grpo(policy, prompts, out, steps):
+    args = trl.GRPOConfig(output_dir=out, max_steps=steps, **GRPO)
+    trainer = trl.GRPOTrainer(
+        model=copy.deepcopy(policy.model),
+        reward_funcs=trl_vowel_share,
+        args=args,
+        train_dataset=prompts,
+        processing_class=policy.tokenizer,
+    )
+    trainer.train()
+    trainer.save_model(out)
+
+
+def lab_grpo(policy, prompts, out, steps):
+    lab.grpo(policy, vowel_share, prompts, lab.GRPOConfig(output_dir=out, max_steps=steps, num_samples=4, **GRPO))
+
+
 def timed(fn, *args) -> float:
     with tempfile.TemporaryDirectory() as out:
         start = time.perf_counter()
@@ -99,23 +148,26 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--dpo-steps", type=int, default=30)
     parser.add_argument("--reward-steps", type=int, default=600)
+    parser.add_argument("--grpo-steps", type=int, default=20)
     parser.add_argument(
         "--stages",
         nargs="+",
-        default=["dpo", "reward", "reward_no_norm"],
-        choices=["dpo", "reward", "reward_no_norm"],
+        default=["dpo", "reward", "reward_no_norm", "grpo"],
+        choices=["dpo", "reward", "reward_no_norm", "grpo"],
     )
     args = parser.parse_args()
     torch.set_num_threads(2)
     data = starter_pairs()
     policy, rm = lab.tiny_model("causal"), lab.tiny_model("reward")
+    prompts = starter_prompts()
     cases = {
-        "dpo": (raw_dpo, lab_dpo, policy, args.dpo_steps),
-        "reward": (raw_reward, lab_reward, rm, args.reward_steps),
-        "reward_no_norm": (raw_reward, lab_reward_no_norm, rm, args.reward_steps),
+        "dpo": (raw_dpo, lab_dpo, policy, data, args.dpo_steps),
+        "reward": (raw_reward, lab_reward, rm, data, args.reward_steps),
+        "reward_no_norm": (raw_reward, lab_reward_no_norm, rm, data, args.reward_steps),
+        "grpo": (raw_grpo, lab_grpo, policy, prompts, args.grpo_steps),
     }
     for name in args.stages:
-        raw, ours, model, steps = cases[name]
+        raw, ours, model, data, steps = cases[name]
         timed(raw, model, data, 2)  # warm-up: imports, tokenizer caches
         timed(ours, model, data, 2)
         ratios, raws, labs = [], [], []

@@ -31,6 +31,8 @@ from typing import Any, TypeVar
 
 import yaml
 
+from rlhf_lab.defaults import is_derived
+
 T = TypeVar("T")
 SECRETS = {"hub_token"}  # never written to a run folder
 
@@ -274,6 +276,8 @@ def apply_overrides(config: T, overrides: list[str] | None) -> T:
     if not overrides:
         return config
     values = to_dict(config)
+    # A default still to be derived from the model stays one: only what the user sets becomes explicit.
+    derived = {f.name for f in dataclasses.fields(config) if f.init and is_derived(getattr(config, f.name, None))}
     for item in overrides:
         key, sep, raw = item.partition("=")
         key = key.strip()
@@ -285,7 +289,8 @@ def apply_overrides(config: T, overrides: list[str] | None) -> T:
                 f"--set {item!r}: unknown key '{key}' for {type(config).__name__}{_did_you_mean(key, names)}"
             )
         values[key] = _parse_value(raw)
-    return from_dict(type(config), values, source="--set")
+        derived.discard(key)
+    return from_dict(type(config), {k: v for k, v in values.items() if k not in derived}, source="--set")
 
 
 def load_config(cls: type[T], path: str | Path | None = None, overrides: list[str] | None = None) -> T:
@@ -358,6 +363,8 @@ def _plain(value: Any) -> Any:
         return {k: _plain(v) for k, v in value.items()}
     if dataclasses.is_dataclass(value) and not isinstance(value, type):
         return _plain(dataclasses.asdict(value))
+    if isinstance(value, float):
+        return float(value)  # a Derived default is a float subclass: YAML writes plain floats only
     if value is None or isinstance(value, (str, int, float, bool)):
         return value
     return str(value)

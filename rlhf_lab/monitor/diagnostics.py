@@ -44,6 +44,11 @@ class Thresholds:
     dpo_fall_fraction: float = 0.25  # and chosen down by this fraction of the margin's growth
     zero_std_max: float = 0.8  # GRPO/RLOO: share of groups whose samples all got the same reward
     token_kl_max: float = 1.0  # GRPO/RLOO: mean per-token KL to the reference, in nats
+    # not learning: DPO/KTO implicit rewards, a reward model's margin, PPO's per-sequence KL, GRPO's per-token KL
+    still_reward: float = 0.01
+    still_margin: float = 0.03
+    still_kl: float = 0.01
+    still_token_kl: float = 1e-4
     # fp16 loss scaling logs an inf grad norm on the (skipped) overflow steps of a healthy run, so
     # these metrics must stay non-finite for `window` logs in a row before they count.
     nonfinite_tolerant: tuple[str, ...] = ("grad_norm",)
@@ -140,6 +145,8 @@ class Diagnostics:
         self.streaks: dict[str, int] = {}  # logs in a row on which each rule's condition held
         self.last_keys: tuple[str, ...] = ()
         self.config_kl_target: float | None = None  # set from the run's config when it names one
+        # what the run is (stage, learning_rate, steps, parameters, lora): remedies name values from it
+        self.context: dict[str, Any] = {}
 
     def kl_target(self) -> float:
         logged = self.tracks.get("objective/kl_target")
@@ -164,7 +171,8 @@ class Diagnostics:
             message = rule.check(self)
             streak = self.streaks[rule.name] = self.streaks.get(rule.name, 0) + 1 if message else 0
             if message and (not rule.persist or streak >= self.thresholds.persist):
-                alert = Alert(rule.name, int(step), message, rule.cause, rule.remedy, rule.severity)
+                remedy = rule.remedy(self) if callable(rule.remedy) else rule.remedy
+                alert = Alert(rule.name, int(step), message, rule.cause, remedy, rule.severity)
                 self.fired.add(rule.name)
                 new.append(alert)
         self.alerts.extend(new)

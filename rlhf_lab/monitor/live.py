@@ -24,6 +24,7 @@ from typing import Any
 
 from transformers import TrainerCallback
 
+from rlhf_lab import defaults
 from rlhf_lab.monitor.diagnostics import Alert, Diagnostics, Thresholds, numeric
 from rlhf_lab.monitor.frontend import notebook_frontend
 from rlhf_lab.monitor.panels import STAGE_PANELS, STAGES, Panel, infer_stage, normalize_panels
@@ -188,6 +189,7 @@ class LiveMonitor(TrainerCallback):
                 self._run_dir = Path(args.output_dir)
             if self.fixed_stage is None:
                 self.stage = infer_stage((), type(args).__name__)
+            self.diagnostics.context = run_context(args, state, kwargs.get("model"))
             kl_target = getattr(args, "kl_target", None) or getattr(args, "target_kl", None)  # TRL's / PPOConfig's
             if isinstance(kl_target, (int, float)) and kl_target > 0:
                 self.diagnostics.config_kl_target = float(kl_target)
@@ -362,6 +364,21 @@ class LiveMonitor(TrainerCallback):
                 err,
                 exc_info=err,
             )
+
+
+def run_context(args: Any, state: Any, model: Any) -> dict[str, Any]:
+    """What the diagnostics' remedies need to know about the run: stage, learning rate, steps, model size."""
+    name = type(args).__name__.lower()
+    stage = next((s for s in defaults.LEARNING_RATES if name.startswith(s)), None)
+    context = {
+        "stage": stage,
+        "learning_rate": getattr(args, "learning_rate", None),
+        "steps": getattr(state, "max_steps", None),
+    }
+    if model is not None:
+        inner = getattr(model, "policy", model)
+        context.update(parameters=defaults.count_parameters(inner), lora=hasattr(inner, "peft_config"))
+    return context
 
 
 __all__ = ["Alert", "LiveMonitor", "Thresholds", "notebook_frontend"]

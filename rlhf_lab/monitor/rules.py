@@ -16,6 +16,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from rlhf_lab import defaults
+
 if TYPE_CHECKING:
     from rlhf_lab.monitor.diagnostics import Diagnostics, Track
 
@@ -25,7 +27,7 @@ class Rule:
     name: str
     inputs: tuple[str, ...]  # the rule is checked only on logs that carry one of these
     cause: str
-    remedy: str
+    remedy: str | Callable[[Diagnostics], str]  # a callable writes it from the run's context (its config, model)
     check: Callable[[Diagnostics], str | None]
     severity: str = "warning"
     persist: bool = True  # False: fire on the first log that shows it (a NaN needs no confirmation)
@@ -145,6 +147,90 @@ def check_token_kl(diag: Diagnostics) -> str | None:
     return f"kl averaged {found[1].now:.3g} nats per token, above {diag.thresholds.token_kl_max:g}"
 
 
+# ---- not learning: the run moves nothing, usually a learning rate far too small for the model and budget
+
+
+def learning_rate_remedy(diag: Diagnostics) -> str:
+    """Name the field and a value: what the lab's defaults would use for this stage and model."""
+    ctx = diag.context
+    lr, params, stage, steps = ctx.get("learning_rate"), ctx.get("parameters"), ctx.get("stage"), ctx.get("steps")
+    if lr is None or not params or stage not in defaults.LEARNING_RATES:
+        return (
+            "Raise learning_rate (leave it unset and the lab derives one from the model's size), or train for "
+            "more steps."
+        )
+    full, lora = defaults.learning_rate(stage, params), defaults.learning_rate(stage, params, lora=True)
+    size, budget = defaults.describe_size(params), f" trained for {steps} steps" if steps else ""
+    if lr < (lora if ctx.get("lora") else full) / 2:
+        return f"learning_rate {lr:g} is small for a {size}-parameter model{budget}; try {full:g} ({lora:g} with LoRA)."
+    return (
+        f"learning_rate {lr:g} should move a {size}-parameter model; check that the data carries a signal "
+        "(chosen and rejected differ, rewards vary within a batch) or train for more steps."
+    )
+
+
+def check_preference_still(diag: Diagnostics) -> str | None:
+    names = ("rewards/chosen", "rewards/rejected", "rewards/margins")
+    tracks = [diag.tracks.get(n) for n in names]
+    if not all(t is not None and t.full for t in tracks):
+        return None
+    limit = diag.thresholds.still_reward
+    if any(abs(t.now) >= limit for t in tracks):
+        return None
+    chosen, rejected, margin = (t.now for t in tracks)
+    return (
+        f"rewards/chosen {chosen:+.4f}, rewards/rejected {rejected:+.4f} and rewards/margins {margin:+.4f} "
+        f"(means of the last {diag.thresholds.window} logs) have not left 0"
+    )
+
+
+def check_reward_model_still(diag: Diagnostics) -> str | None:
+    accuracy = diag.tracks.get("accuracy")
+    margin = diag.tracks.get("margin")
+    # early logs of a healthy reward model sit near chance too: judge after three windows, not one
+    if accuracy is None or margin is None or accuracy.count < 3 * diag.thresholds.window or not margin.has_baseline:
+        return None
+    near_chance = abs(accuracy.now - 0.5) <= max(0.05, 2 * accuracy.sem())
+    rising = accuracy.now - accuracy.start > 2 * accuracy.change_noise() + 0.02
+    margin_still = (
+        abs(margin.now) < diag.thresholds.still_margin and margin.now - margin.start < 2 * margin.change_noise()
+    )
+    if near_chance and not rising and margin_still:
+        return f"accuracy {accuracy.start:.2f} -> {accuracy.now:.2f} and margin {margin.now:+.3f}: still at chance"
+    return None
+
+
+def check_rl_still(diag: Diagnostics) -> str | None:
+    for kl_name, score_name, limit in (
+        ("objective/kl", "objective/scores", diag.thresholds.still_kl),
+        *((("kl", "reward", diag.thresholds.still_token_kl),) if "reward_std" in diag.tracks else ()),
+    ):
+        kl, score = diag.tracks.get(kl_name), diag.tracks.get(score_name)
+        if kl is None or score is None or not kl.has_baseline or not score.has_baseline:
+            continue
+        if abs(kl.now) < limit and score.now - score.start < 2 * score.change_noise():
+            return (
+                f"{kl_name} averaged {kl.now:.2g} (the policy is where it started) and {score_name} went "
+                f"{score.start:.3g} -> {score.now:.3g} over {kl.count} logs"
+            )
+    return None
+
+
+def check_sft_still(diag: Diagnostics) -> str | None:
+    loss = diag.tracks.get("loss")
+    if "mean_token_accuracy" not in diag.tracks or loss is None or not loss.has_baseline:
+        return None
+    if loss.now > loss.start - max(2 * loss.change_noise(), 0.01 * abs(loss.start)):
+        return f"loss {loss.start:.3f} -> {loss.now:.3f} over the first {loss.count} logs: not falling"
+    return None
+
+
+NOT_LEARNING_CAUSE = (
+    "The weights are not moving enough to change what the model does: with a learning rate far below what "
+    "this model size needs, tens of steps change nothing measurable, and the run ends where it started."
+)
+
+
 def check_nonfinite(diag: Diagnostics) -> str | None:
     bad = []
     for name in diag.last_keys:
@@ -233,6 +319,19 @@ RULES: tuple[Rule, ...] = (
         "Raise beta, lower the learning rate, or lower epsilon / num_iterations.",
         check_token_kl,
     ),
+    Rule(
+        "preference_not_learning",
+        ("rewards/margins",),
+        "DPO/KTO's implicit rewards are beta x the log-ratio to the reference; all of them near 0 mean the policy "
+        "has not moved from the reference, so the loss sits at its chance value (ln 2 for the sigmoid loss).",
+        learning_rate_remedy,
+        check_preference_still,
+    ),
+    Rule(
+        "reward_model_not_learning", ("accuracy",), NOT_LEARNING_CAUSE, learning_rate_remedy, check_reward_model_still
+    ),
+    Rule("rl_not_learning", ("objective/kl", "kl"), NOT_LEARNING_CAUSE, learning_rate_remedy, check_rl_still),
+    Rule("sft_not_learning", ("mean_token_accuracy",), NOT_LEARNING_CAUSE, learning_rate_remedy, check_sft_still),
     Rule(
         "dpo_both_rewards_falling",
         ("rewards/chosen", "rewards/rejected", "rewards/margins"),

@@ -30,6 +30,7 @@ from typing import Any
 import numpy as np
 from transformers import TrainerCallback
 
+from rlhf_lab import defaults
 from rlhf_lab.config import ConfigError, Rule, check_rules, is_int, is_number, number, one_of, positive_int
 from rlhf_lab.models.chat import to_messages
 from rlhf_lab.models.lora import lora_config
@@ -307,6 +308,7 @@ def train_online(
     run = start_run(stage, config, callbacks)
     samples = SampleLog(log, config.num_samples, config.reward_weights, run.monitor)
     policy_bundle, reference, spec, reference_kind = policy_and_reference(policy, config, ref=ref, lora=lora)
+    resolved = defaults.resolve(config, stage, policy_bundle.model, lora=bool(spec))
     if config.beta == 0.0:
         reference, reference_kind = None, "none (beta=0: no KL term)"
     with borrowed(reference):
@@ -329,6 +331,7 @@ def train_online(
         "num_generations": config.num_generations,
         "prompts": len(dataset),
         "reward_functions": [f.__name__ for f in functions],
+        "defaults": resolved,
         **last_values(run.rows, ("reward", "reward_std", "frac_reward_zero_std", "kl", "completions/mean_length")),
     }
     return run.finish(trainer, policy_bundle, summary=summary, samples=samples.rows)

@@ -15,6 +15,7 @@ from typing import Any
 
 import torch
 
+from rlhf_lab import defaults
 from rlhf_lab.config import ConfigError
 from rlhf_lab.models import Policy, as_policy
 from rlhf_lab.models.lora import lora_config
@@ -183,6 +184,7 @@ def train_with_reference(
     check_sync_ref(config, lora)
     run = start_run(stage, config, callbacks)
     policy, reference, spec, reference_kind = policy_and_reference(model, config, ref=ref, lora=lora)
+    resolved = defaults.resolve(config, stage, policy.model, lora=bool(spec))
     peft_config = lora_config(spec, "causal") if spec else None
     with borrowed(reference):
         trainer = trainer_cls(
@@ -204,6 +206,7 @@ def train_with_reference(
         "beta": config.beta,
         "reference": reference_kind,
         "train_examples": len(dataset),
+        "defaults": resolved,
         **last_values(run.rows, metrics),
     }
     if eval_metrics is not None:

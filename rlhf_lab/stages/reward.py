@@ -31,8 +31,10 @@ import torch
 import trl
 from datasets import Dataset
 
+from rlhf_lab import defaults
 from rlhf_lab.config import ConfigError, default_run_dir
 from rlhf_lab.data import load_preferences
+from rlhf_lab.defaults import Derived
 from rlhf_lab.models import RewardModel, load_reward_model, tiny_model
 from rlhf_lab.models.lora import apply_lora
 from rlhf_lab.rewards import AGGREGATES, RewardEnsemble
@@ -55,8 +57,13 @@ class RewardConfig(TRLStageConfig, trl.RewardConfig):
     """`trl.RewardConfig` (center_rewards_coefficient and every TRL option stay) with the lab's fields."""
 
     output_dir: str = field(default_factory=lambda: default_run_dir("reward"), metadata={"help": "Run folder."})
-    learning_rate: float = field(default=1e-5, metadata={"help": "AdamW learning rate (1e-4 suits LoRA)."})
-    num_train_epochs: float = field(default=1.0, metadata={"help": "Passes over the data (max_steps wins)."})
+    learning_rate: float = field(
+        default=Derived(1e-5), metadata={"help": "AdamW learning rate; default: derived from the model's size."}
+    )
+    num_train_epochs: float = field(
+        default=Derived(1.0),
+        metadata={"help": "Passes over the data (max_steps wins); default: 1, more for under 1000 pairs."},
+    )
     max_length: int | None = field(default=512, metadata={"help": "Pairs with a longer side are dropped."})
     num_samples: int = field(default=32, metadata={"help": "Held-out pairs written to samples.jsonl."})
     use_margin: bool = field(
@@ -217,7 +224,9 @@ def _with_margin(dataset, what: str):
 def _train_one(backbone, train, held_out, held_out_from, config: RewardConfig, *, lora, callbacks) -> RewardRun:
     run = start_run("reward", config, callbacks)
     rm = _reward_backbone(backbone, config)
-    if spec := lora_spec(lora, config):
+    spec = lora_spec(lora, config)
+    resolved = defaults.resolve(config, "reward", rm.model, lora=bool(spec), examples=len(train))
+    if spec:
         rm.model = apply_lora(rm.model, spec, task="reward")
     if not rm.tokenizer.chat_template:  # an encoder: TRL has no template to apply, so hand it the ids
         train, held_out = (_encoder_ids(rm, d, config) if d is not None else None for d in (train, held_out))
@@ -241,6 +250,7 @@ def _train_one(backbone, train, held_out, held_out_from, config: RewardConfig, *
         "normalization": {"offset": rm.offset, "scale": rm.scale},
         "use_margin": config.use_margin,
         "center_rewards_coefficient": config.center_rewards_coefficient,
+        "defaults": resolved,
         "eval": None if scores is None else pair_metrics(scores),
         # Normalizing divides margins by `scale`, which changes sigmoid(margin); this is BT's own calibration.
         "ece_raw": None

@@ -12,8 +12,10 @@ from typing import Any
 
 import trl
 
+from rlhf_lab import defaults
 from rlhf_lab.config import ConfigError, default_run_dir
 from rlhf_lab.data import load_sft
+from rlhf_lab.defaults import Derived
 from rlhf_lab.models.lora import apply_lora
 from rlhf_lab.runs import RunResult
 from rlhf_lab.stages.common import check_not_empty, lora_spec, policy_samples, resolve_data, resolve_policy, start_run
@@ -29,7 +31,9 @@ class SFTConfig(TRLStageConfig, trl.SFTConfig):
 
     output_dir: str = field(default_factory=lambda: default_run_dir("sft"), metadata={"help": "The run folder."})
     assistant_only_loss: bool = field(default=True, metadata={"help": "Train on assistant tokens only."})
-    learning_rate: float = field(default=2e-5, metadata={"help": "AdamW learning rate."})
+    learning_rate: float = field(
+        default=Derived(2e-5), metadata={"help": "AdamW learning rate; default: derived from the model's size."}
+    )
     num_train_epochs: float = field(default=1.0, metadata={"help": "Passes over the data (max_steps wins if set)."})
     max_length: int | None = field(default=512, metadata={"help": "Truncate tokenized conversations to this length."})
 
@@ -58,7 +62,9 @@ def sft(
     tokenizer = copy.deepcopy(policy.tokenizer)
     if config.assistant_only_loss:
         tokenizer.chat_template = training_chat_template(tokenizer)
-    if spec := lora_spec(lora, config):
+    spec = lora_spec(lora, config)
+    resolved = defaults.resolve(config, "sft", policy.model, lora=bool(spec))
+    if spec:
         policy.model = apply_lora(policy.model, spec, task="causal")
     trainer = trl.SFTTrainer(
         model=policy.model,
@@ -72,7 +78,11 @@ def sft(
     # TRL's instance patches off: a later deepcopy (the next stage's private copy) must run its own weights
     policy.model = release(trainer.model)
     samples = policy_samples(policy, config.num_samples)
-    summary = {"train_examples": len(dataset), "assistant_only_loss": config.assistant_only_loss}
+    summary = {
+        "train_examples": len(dataset),
+        "assistant_only_loss": config.assistant_only_loss,
+        "defaults": resolved,
+    }
     return run.finish(trainer, policy, summary=summary, samples=samples)
 
 

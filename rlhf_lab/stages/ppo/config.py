@@ -35,6 +35,7 @@ from rlhf_lab.config import (
     optional,
     positive_int,
 )
+from rlhf_lab.defaults import Derived
 from rlhf_lab.rewards import AGGREGATES
 from rlhf_lab.stages.online import OnlineConfig
 from rlhf_lab.stages.ppo.kl import KL_ESTIMATORS, check_kl_estimator
@@ -94,7 +95,10 @@ class PPOConfig(OnlineConfig, LabConfig, RunConfig):
     )
     gradient_accumulation_steps: int = field(default=1, metadata={"help": "Minibatches per optimizer step."})
     ppo_epochs: int = field(default=4, metadata={"help": "Passes over each rollout batch per update."})
-    learning_rate: float = field(default=1e-5, metadata={"help": "AdamW learning rate (policy and critic)."})
+    learning_rate: float = field(
+        default=Derived(1e-5),
+        metadata={"help": "AdamW learning rate (policy and critic); default: derived from the model's size."},
+    )
     max_grad_norm: float | None = field(default=1.0, metadata={"help": "Global grad-norm clip; None: no clipping."})
     # --- sampling -------------------------------------------------------------------------------
     max_new_tokens: int = field(default=64, metadata={"help": "Longest completion, in tokens."})

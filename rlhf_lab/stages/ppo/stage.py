@@ -17,6 +17,7 @@ from __future__ import annotations
 import copy
 from typing import Any
 
+from rlhf_lab import defaults
 from rlhf_lab.config import ConfigError
 from rlhf_lab.models import as_reward_model
 from rlhf_lab.models.lora import apply_lora
@@ -69,6 +70,7 @@ def ppo(
     bundle, reference, spec, reference_kind = policy_and_reference(
         policy, config, ref=ref, lora=lora, copy_adapter=True
     )
+    resolved = defaults.resolve(config, "ppo", bundle.model, lora=bool(spec))
     if spec:
         bundle.model = apply_lora(bundle.model, spec)
     actor = _actor_critic(bundle, reward_fn, value, config)
@@ -100,6 +102,7 @@ def ppo(
         "reward": reward_fn.names,
         "kl_coef_final": trainer.kl_ctl.value,
         "resumed_from": str(checkpoint) if checkpoint else None,
+        "defaults": resolved,
     }
     return run.finish(trainer, bundle, summary=summary, samples=trainer.samples)
 
