@@ -1,6 +1,7 @@
 """`lab.overoptimization` on tiny models: the table's shape, the measurements at update 0, the figure."""
 
 import math
+import re
 
 import numpy as np
 import pandas as pd
@@ -67,14 +68,24 @@ def table(tiny_policy, tmp_path_factory):
 def test_table_has_one_row_per_label_count_and_measurement(table):
     assert list(table.columns) == COLUMNS
     assert sorted(table["labels"].unique()) == [8, 16]
-    for _, part in table.groupby("labels"):
-        assert part["update"].tolist() == [0, 2, 4]  # the start, every eval_every updates, in order
+    for (method, _), part in table.groupby(["method", "labels"]):
+        # PPO: the start, every eval_every updates, in order; best-of-n: one row per n
+        assert part["update"].tolist() == ([0, 2, 4] if method == "ppo" else [1, 2, 4, 8, 16])
     assert np.isfinite(table[["kl", "proxy", "gold", "length"]].to_numpy()).all()
     assert ((table["gold"] >= 0) & (table["gold"] <= 1)).all()
     assert np.allclose(table["sqrt_kl"], [math.sqrt(max(k, 0.0)) for k in table["kl"]])
 
 
+def test_best_of_n_rows_use_the_closed_form_kl_and_climb_the_proxy(table):
+    bon = table[table["method"] == "best-of-n"]
+    assert np.allclose(bon["kl"], [math.log(n) - (n - 1) / n for n in bon["update"]])
+    for _, part in bon.groupby("labels"):
+        # each prompt's favourite of its first n pooled samples: a max over nested sets never falls with n
+        assert np.all(np.diff(part["proxy"].to_numpy()) >= -1e-9)
+
+
 def test_start_is_the_reference_and_training_moves_away(table):
+    table = table[table["method"] == "ppo"]
     start = table[table["update"] == 0]
     assert np.allclose(start["kl"], 0.0, atol=1e-4)  # the policy before any update is the start policy
     assert start["gold"].nunique() == 1  # same policy, same seed: the same samples for every label count
@@ -89,10 +100,13 @@ def test_outputs_and_figure(table):
     saved = pd.read_csv(f"{folder}/overoptimization.csv")
     assert saved.shape == table.shape
     figure = table.attrs["figure"]
-    assert len(figure.data) == 4  # gold and proxy per label count
+    assert len(figure.data) == 8  # gold and proxy per label count, for PPO then for best-of-n
     names = [trace.name for trace in figure.data]
-    assert names == ["gold, 8 labels", "proxy, 8 labels", "gold, 16 labels", "proxy, 16 labels"]
-    assert [trace.yaxis for trace in figure.data] == ["y", "y2", "y", "y2"]
+    assert names[:4] == ["gold, 8 labels", "proxy, 8 labels", "gold, 16 labels", "proxy, 16 labels"]
+    assert names[4:6] == ["gold, 8 labels, best-of-n", "proxy, 8 labels, best-of-n"]
+    assert [trace.yaxis for trace in figure.data] == ["y", "y2"] * 4
+    page = table.attrs["output_dir"] + "/overoptimization.html"
+    assert not re.search(r"<script[^>]*src=[\"']https?://", open(page).read())  # offline: plotly.js is inside
 
 
 def test_plot_from_a_hand_made_table():

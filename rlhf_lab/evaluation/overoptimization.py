@@ -15,9 +15,14 @@ start and every `eval_every` updates, the current policy samples one completion 
 - `kl`: sequence-level KL(policy || start policy), the Monte-Carlo mean of summed per-token k1 over
   those samples (`evaluate.sequence_kl`), and `sqrt_kl` = √max(kl, 0), Gao et al.'s x axis.
 
+Best-of-n against the same proxy is the other curve of Gao et al.: for each n in `best_of`, each
+held-out prompt gets the proxy's favourite of its first n samples from the start policy (one pool of
+max(best_of) samples per prompt, shared by every n and every proxy), at the closed-form KL
+log n - (n - 1)/n. Those rows have `method` "best-of-n" and `update` = n.
+
 With enough optimization, the proxy keeps rising while gold rises and then falls, and falls sooner
 for proxies trained on fewer labels. The table (one row per label count and measurement) is written
-to `output_dir/overoptimization.csv`, the figure to `overoptimization.html`.
+to `output_dir/overoptimization.csv`, the figure (self-contained, offline) to `overoptimization.html`.
 """
 
 from __future__ import annotations
@@ -33,13 +38,14 @@ from transformers import TrainerCallback
 
 from rlhf_lab.config import default_run_dir
 from rlhf_lab.evaluation import stats
+from rlhf_lab.evaluation.best_of_n import best_of_n_kl
 from rlhf_lab.evaluation.sampling import completion_logprobs, sample, sequence_kl
 from rlhf_lab.labeling.annotator import SimulatedAnnotator, preference_dataset
 from rlhf_lab.models import Policy, as_policy
 from rlhf_lab.rewards import as_scorer
 from rlhf_lab.tasks import task as get_task
 
-COLUMNS = ["labels", "update", "kl", "kl_se", "sqrt_kl", "proxy", "proxy_se", "gold", "gold_se", "length"]
+COLUMNS = ["method", "labels", "update", "kl", "kl_se", "sqrt_kl", "proxy", "proxy_se", "gold", "gold_se", "length"]
 
 
 class _Probe(TrainerCallback):
@@ -71,6 +77,7 @@ def overoptimization(
     max_new_tokens: int = 32,
     output_dir: str | Path | None = None,
     seed: int = 0,
+    best_of: Sequence[int] | None = (1, 2, 4, 8, 16),
     show: bool | None = None,
 ):
     """Run the over-optimization experiment; returns a DataFrame (`COLUMNS`), figure in `.attrs["figure"]`.
@@ -79,6 +86,7 @@ def overoptimization(
     task name. `labels`: one label count or several. `annotator`: default
     `SimulatedAnnotator(task, temperature, seed=seed)`. `config`: a `PPOConfig` to start from
     (total_updates, output_dir and max_new_tokens are set here); `reward_config`: a `RewardConfig`.
+    `best_of`: the n of the best-of-n curve (None or () skips it).
     """
     import pandas as pd
 
@@ -100,6 +108,10 @@ def overoptimization(
         start, task.prompts("train"), annotator, n_pairs=counts[-1], max_new_tokens=max_new_tokens, seed=seed
     )
     all_pairs.to_json(folder / "labels.jsonl")
+    ns = sorted({int(n) for n in best_of or ()})
+    pool = None
+    if ns:  # n samples per prompt, drawn once: prompt i's samples are pool.texts[i * max_n : (i + 1) * max_n]
+        pool = sample(start, [p for p in prompts for _ in range(ns[-1])], max_new_tokens=max_new_tokens, seed=seed)
 
     rows = []
     for k in counts:
@@ -116,6 +128,7 @@ def overoptimization(
             gold, gold_se = stats.mean_se(task(drawn.prompts, drawn.texts))
             score, score_se = stats.mean_se(proxy_fn(drawn.prompts, drawn.texts))
             return {
+                "method": "ppo",
                 "labels": k,
                 "update": update,
                 "kl": kl["kl_k1"],
@@ -134,19 +147,39 @@ def overoptimization(
         run_config.output_dir = str(folder / f"labels-{k}" / "ppo")
         ppo(start, proxy, task.prompts("train"), run_config, callbacks=[probe])
         rows += probe.rows
+        if pool is not None:
+            rows += best_of_n_rows(task, proxy_fn, pool, ns, k)
     table = pd.DataFrame(rows, columns=COLUMNS)
     table.to_csv(folder / "overoptimization.csv", index=False)
     figure = plot_overoptimization(table)
-    figure.write_html(folder / "overoptimization.html", include_plotlyjs="cdn")
+    figure.write_html(folder / "overoptimization.html", include_plotlyjs=True)  # offline: plotly.js inside
     table.attrs["figure"], table.attrs["output_dir"] = figure, str(folder)
     if show:
         figure.show()
     return table
 
 
+def best_of_n_rows(task: Any, proxy_fn: Any, pool: Any, ns: list[int], k: int) -> list[dict]:
+    """Gold and proxy of the proxy's favourite among each prompt's first n pooled samples, for each n."""
+    width = ns[-1]
+    proxy = np.asarray(proxy_fn(pool.prompts, pool.texts)).reshape(-1, width)
+    gold = np.asarray(task(pool.prompts, pool.texts), dtype=float).reshape(-1, width)
+    lengths = np.asarray(pool.lengths, dtype=float).reshape(-1, width)
+    rows = []
+    for n in ns:
+        pick = proxy[:, :n].argmax(axis=1)  # the first best on ties
+        chosen = np.arange(len(pick))
+        (g, g_se), (p, p_se) = stats.mean_se(gold[chosen, pick]), stats.mean_se(proxy[chosen, pick])
+        kl = best_of_n_kl(n)
+        rows.append({"method": "best-of-n", "labels": k, "update": n, "kl": kl, "kl_se": 0.0,
+                     "sqrt_kl": math.sqrt(kl), "proxy": p, "proxy_se": p_se, "gold": g, "gold_se": g_se,
+                     "length": float(lengths[chosen, pick].mean())})  # fmt: skip
+    return rows
+
+
 def plot_overoptimization(table: Any):
-    """Gold (solid, left axis) and proxy reward (dashed, right axis) against √KL, one colour per label
-    count: two traces per count."""
+    """Gold (left axis) and proxy reward (right axis) against √KL, one colour per label count: PPO solid and
+    dashed, best-of-n dotted with diamonds."""
     import plotly.graph_objects as go
     from plotly.colors import qualitative
     from plotly.subplots import make_subplots
@@ -155,31 +188,30 @@ def plot_overoptimization(table: Any):
     if missing:
         raise ValueError(f"the table lacks columns {sorted(missing)}; pass lab.overoptimization's result")
     figure = make_subplots(specs=[[{"secondary_y": True}]])
-    for i, (k, part) in enumerate(table.sort_values(["labels", "update"]).groupby("labels", sort=True)):
-        color = qualitative.Plotly[i % len(qualitative.Plotly)]
-        text = [f"update {u}" for u in part["update"]]
-        figure.add_trace(
-            go.Scatter(
-                x=part["sqrt_kl"],
-                y=part["gold"],
-                name=f"gold, {k} labels",
-                text=text,
-                mode="lines+markers",
-                line=dict(color=color),
-            ),
-            secondary_y=False,
-        )
-        figure.add_trace(
-            go.Scatter(
-                x=part["sqrt_kl"],
-                y=part["proxy"],
-                name=f"proxy, {k} labels",
-                text=text,
-                mode="lines+markers",
-                line=dict(color=color, dash="dash"),
-            ),
-            secondary_y=True,
-        )
+    table = table if "method" in table.columns else table.assign(method="ppo")  # a table saved before best-of-n
+    counts = sorted(table["labels"].unique())
+    groups = table.sort_values(["labels", "update"]).groupby(["method", "labels"], sort=False)
+    for (method, k), part in sorted(groups, key=lambda g: (g[0][0] != "ppo", g[0][1])):  # PPO first, then best-of-n
+        color = qualitative.Plotly[counts.index(k) % len(qualitative.Plotly)]
+        ppo = method == "ppo"
+        text = [f"update {u}" if ppo else f"n = {u}" for u in part["update"]]
+        label = f"{k} labels" + ("" if ppo else ", best-of-n")
+        for column, dash, axis in (
+            ("gold", None if ppo else "dot", False),
+            ("proxy", "dash" if ppo else "dashdot", True),
+        ):
+            figure.add_trace(
+                go.Scatter(
+                    x=part["sqrt_kl"],
+                    y=part[column],
+                    name=f"{column}, {label}",
+                    text=text,
+                    mode="lines+markers",
+                    marker=dict(symbol="circle" if ppo else "diamond"),
+                    line=dict(color=color, dash=dash),
+                ),
+                secondary_y=axis,
+            )
     figure.update_layout(title="Reward-model over-optimization (Gao et al. 2022)", template="plotly_white")
     figure.update_xaxes(title_text="√KL(policy ‖ start policy), nats^½")
     figure.update_yaxes(title_text="gold reward", secondary_y=False)
