@@ -55,6 +55,7 @@ _EXPORTS = {
     "DPOConfig": "stages.dpo",
     "kto": "stages.kto",
     "KTOConfig": "stages.kto",
+    "suggest": "stages.plan",
     "RunResult": "runs",
     "load_run": "runs",
     # watch

@@ -37,6 +37,7 @@ from rlhf_lab.models.lora import lora_config
 from rlhf_lab.rewards import as_scorer, is_model_pair
 from rlhf_lab.runs import RunResult
 from rlhf_lab.stages.common import resolve_prompts, resolve_reward, start_run
+from rlhf_lab.stages.plan import announce
 from rlhf_lab.stages.reference import borrowed, last_values, policy_and_reference, release
 
 BACKENDS: tuple[str, ...] = ("auto", "hf", "vllm")
@@ -308,6 +309,7 @@ def train_online(
     run = start_run(stage, config, callbacks)
     samples = SampleLog(log, config.num_samples, config.reward_weights, run.monitor)
     policy_bundle, reference, spec, reference_kind = policy_and_reference(policy, config, ref=ref, lora=lora)
+    plan = announce(config, stage, policy_bundle.model, dataset)
     resolved = defaults.resolve(config, stage, policy_bundle.model, lora=bool(spec))
     if config.beta == 0.0:
         reference, reference_kind = None, "none (beta=0: no KL term)"
@@ -332,6 +334,7 @@ def train_online(
         "prompts": len(dataset),
         "reward_functions": [f.__name__ for f in functions],
         "defaults": resolved,
+        "plan": plan,
         **last_values(run.rows, ("reward", "reward_std", "frac_reward_zero_std", "kl", "completions/mean_length")),
     }
     return run.finish(trainer, policy_bundle, summary=summary, samples=samples.rows)

@@ -21,6 +21,7 @@ from rlhf_lab.models import Policy, as_policy
 from rlhf_lab.models.lora import lora_config
 from rlhf_lab.runs import RunResult
 from rlhf_lab.stages.common import lora_spec, policy_samples, resolve_policy, start_run
+from rlhf_lab.stages.plan import announce
 
 
 def help_names(config_cls: type, name: str) -> tuple[str, ...]:
@@ -184,6 +185,7 @@ def train_with_reference(
     check_sync_ref(config, lora)
     run = start_run(stage, config, callbacks)
     policy, reference, spec, reference_kind = policy_and_reference(model, config, ref=ref, lora=lora)
+    plan = announce(config, stage, policy.model, dataset)
     resolved = defaults.resolve(config, stage, policy.model, lora=bool(spec))
     peft_config = lora_config(spec, "causal") if spec else None
     with borrowed(reference):
@@ -207,6 +209,7 @@ def train_with_reference(
         "reference": reference_kind,
         "train_examples": len(dataset),
         "defaults": resolved,
+        "plan": plan,
         **last_values(run.rows, metrics),
     }
     if eval_metrics is not None:

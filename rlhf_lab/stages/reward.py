@@ -40,6 +40,7 @@ from rlhf_lab.models.lora import apply_lora
 from rlhf_lab.rewards import AGGREGATES, RewardEnsemble
 from rlhf_lab.runs import RewardRun, RunResult, is_run, load_run
 from rlhf_lab.stages.common import check_not_empty, lora_spec, resolve_data, start_run
+from rlhf_lab.stages.plan import announce
 from rlhf_lab.stages.reference import release
 from rlhf_lab.stages.reward_ensemble import train_ensemble
 from rlhf_lab.stages.reward_eval import (
@@ -225,6 +226,7 @@ def _train_one(backbone, train, held_out, held_out_from, config: RewardConfig, *
     run = start_run("reward", config, callbacks)
     rm = _reward_backbone(backbone, config)
     spec = lora_spec(lora, config)
+    plan = announce(config, "reward", rm.model, train)
     resolved = defaults.resolve(config, "reward", rm.model, lora=bool(spec), examples=len(train))
     if spec:
         rm.model = apply_lora(rm.model, spec, task="reward")
@@ -251,6 +253,7 @@ def _train_one(backbone, train, held_out, held_out_from, config: RewardConfig, *
         "use_margin": config.use_margin,
         "center_rewards_coefficient": config.center_rewards_coefficient,
         "defaults": resolved,
+        "plan": plan,
         "eval": None if scores is None else pair_metrics(scores),
         # Normalizing divides margins by `scale`, which changes sigmoid(margin); this is BT's own calibration.
         "ece_raw": None

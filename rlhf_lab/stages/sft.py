@@ -19,6 +19,7 @@ from rlhf_lab.defaults import Derived
 from rlhf_lab.models.lora import apply_lora
 from rlhf_lab.runs import RunResult
 from rlhf_lab.stages.common import check_not_empty, lora_spec, policy_samples, resolve_data, resolve_policy, start_run
+from rlhf_lab.stages.plan import announce
 from rlhf_lab.stages.reference import release
 from rlhf_lab.stages.trl_config import TRLStageConfig
 
@@ -63,6 +64,7 @@ def sft(
     if config.assistant_only_loss:
         tokenizer.chat_template = training_chat_template(tokenizer)
     spec = lora_spec(lora, config)
+    plan = announce(config, "sft", policy.model, dataset)
     resolved = defaults.resolve(config, "sft", policy.model, lora=bool(spec))
     if spec:
         policy.model = apply_lora(policy.model, spec, task="causal")
@@ -82,6 +84,7 @@ def sft(
         "train_examples": len(dataset),
         "assistant_only_loss": config.assistant_only_loss,
         "defaults": resolved,
+        "plan": plan,
     }
     return run.finish(trainer, policy, summary=summary, samples=samples)
 

@@ -24,6 +24,7 @@ from rlhf_lab.models.lora import apply_lora
 from rlhf_lab.rewards import RewardFunction, as_scorer
 from rlhf_lab.runs import RunResult
 from rlhf_lab.stages.common import resolve_prompts, resolve_reward, start_run
+from rlhf_lab.stages.plan import announce
 from rlhf_lab.stages.ppo.checkpoint import find_checkpoint, load_checkpoint
 from rlhf_lab.stages.ppo.config import PPOConfig
 from rlhf_lab.stages.ppo.model import ActorCritic, ValueHead, disable_dropout
@@ -70,6 +71,7 @@ def ppo(
     bundle, reference, spec, reference_kind = policy_and_reference(
         policy, config, ref=ref, lora=lora, copy_adapter=True
     )
+    plan = announce(config, "ppo", bundle.model, prompt_list)
     resolved = defaults.resolve(config, "ppo", bundle.model, lora=bool(spec))
     if spec:
         bundle.model = apply_lora(bundle.model, spec)
@@ -103,6 +105,7 @@ def ppo(
         "kl_coef_final": trainer.kl_ctl.value,
         "resumed_from": str(checkpoint) if checkpoint else None,
         "defaults": resolved,
+        "plan": plan,
     }
     return run.finish(trainer, bundle, summary=summary, samples=trainer.samples)
 
