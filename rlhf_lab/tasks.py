@@ -268,11 +268,49 @@ class ArithmeticTask(ExactTask):
         return bool(numbers) and numbers[-1] == answer
 
 
-TASKS: dict[str, Task] = {t.name: t for t in (ConciseTask(), ArithmeticTask())}
+# ---------------------------------------------------------------------------------------------
+# A toy for watching PPO learn within seconds: never repeat yourself
+
+VARIETY_TEMPLATES = [
+    "Say a few different things about {subject}, never repeating yourself.",
+    "Describe {subject} without using any word twice.",
+    "List several different words about {subject}.",
+    "Tell me about {subject} in varied words.",
+]
+
+
+class VarietyTask(Task):
+    """Never repeat yourself: a dense toy reward that PPO moves within a few updates.
+
+    gold = distinct / total character trigrams of the lower-cased answer, in [0, 1]: 1 for text that
+    never repeats a three-character chunk, low for one chunk said over and over ("no no no no no no"
+    scores 0.2), 0 for an answer under three characters. Every answer lands somewhere in between, so
+    every sample carries signal. Made for watching PPO learn in seconds: the tiny random model,
+    sampled at a low temperature (0.1), stutters (it repeats its last token about two times in
+    three), and PPO with a LoRA adapter teaches it to stop within a few updates (the CI profile of
+    notebooks 03, 06 and 07). A trained model already varies its words, so it scores near 1.
+    """
+
+    name = "variety"
+    description = "say something new with every word: a toy reward that PPO moves within a few updates"
+
+    def _make_prompts(self):
+        return tuple(
+            [t.format(subject=s) for s, _, _ in topics for t in VARIETY_TEMPLATES]
+            for topics in _split(TOPICS, 0.25, "variety")
+        )
+
+    def gold(self, prompt: Any, completion: str) -> float:
+        text = completion.lower()
+        grams = [text[i : i + 3] for i in range(len(text) - 2)]
+        return len(set(grams)) / len(grams) if grams else 0.0
+
+
+TASKS: dict[str, Task] = {t.name: t for t in (ConciseTask(), ArithmeticTask(), VarietyTask())}
 
 
 def task(name: str | Task) -> Task:
-    """A gold task by name: one of `TASKS` ("concise", "arithmetic")."""
+    """A gold task by name: one of `TASKS` ("concise", "arithmetic", "variety")."""
     if isinstance(name, Task):
         return name
     if name not in TASKS:

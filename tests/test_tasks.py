@@ -24,12 +24,12 @@ def words(n):
 
 class TestTasks:
     def test_registry(self):
-        assert set(lab.TASKS) == {"concise", "arithmetic"}
+        assert set(lab.TASKS) == {"concise", "arithmetic", "variety"}
         assert lab.task("concise") is lab.TASKS["concise"]
-        with pytest.raises(KeyError, match="concise, arithmetic"):
+        with pytest.raises(KeyError, match="concise, arithmetic, variety"):
             lab.task("poetry")
 
-    @pytest.mark.parametrize("name", ["concise", "arithmetic"])
+    @pytest.mark.parametrize("name", ["concise", "arithmetic", "variety"])
     def test_splits_are_fixed_disjoint_and_gradable(self, name):
         task = lab.task(name)
         train, test = task.prompts("train"), task.prompts("test")
@@ -40,6 +40,14 @@ class TestTasks:
         assert all(task.gold(p, "") == 0.0 for p in test)  # every prompt parses; nothing earns gold
         with pytest.raises(ValueError, match="'train' or 'test'"):
             task.prompts("validation")
+
+    def test_variety_is_the_share_of_distinct_character_trigrams(self):
+        task = lab.task("variety")
+        prompt = task.prompts("train")[0]
+        assert task.gold(prompt, "abcd") == 1.0  # abc, bcd
+        assert task.gold(prompt, "aaaa") == 0.5  # aaa twice
+        assert task.gold(prompt, "Ab") == 0.0 and task.gold(prompt, "") == 0.0
+        assert task.gold(prompt, "No no NO no") < task.gold(prompt, "No, thanks; maybe later.")
 
     def test_concise_test_split_holds_out_whole_topics(self):
         task = ConciseTask()

@@ -30,13 +30,21 @@ def lora_config(spec: Any, task: str = "causal"):
     return LoraConfig(**fields)
 
 
-def apply_lora(model, spec: Any, *, task: str = "causal", quantized: bool = False):
-    """Wrap `model` with trainable LoRA adapters; the base weights stay frozen."""
+def apply_lora(model, spec: Any, *, task: str = "causal", quantized: bool = False, seed: int | None = None):
+    """Wrap `model` with trainable LoRA adapters; the base weights stay frozen.
+
+    The adapters' A matrices start random: with `seed` they start the same in every process and every
+    run (a fresh Python process seeds torch at random), and the global RNG is left as it was."""
     from peft import get_peft_model, prepare_model_for_kbit_training
 
     if quantized:
         model = prepare_model_for_kbit_training(model)
-    return get_peft_model(model, lora_config(spec, task))
+    if seed is None:
+        return get_peft_model(model, lora_config(spec, task))
+    devices = [torch.cuda.current_device()] if torch.cuda.is_available() else []
+    with torch.random.fork_rng(devices=devices):
+        torch.manual_seed(seed)  # every device's generator, so adapters made on a GPU are seeded too
+        return get_peft_model(model, lora_config(spec, task))
 
 
 def bnb_config(quantize: str, device: str):

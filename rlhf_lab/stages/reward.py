@@ -229,7 +229,7 @@ def _train_one(backbone, train, held_out, held_out_from, config: RewardConfig, *
     plan = announce(config, "reward", rm.model, train)
     resolved = defaults.resolve(config, "reward", rm.model, lora=bool(spec), examples=len(train))
     if spec:
-        rm.model = apply_lora(rm.model, spec, task="reward")
+        rm.model = apply_lora(rm.model, spec, task="reward", seed=config.seed)
     if not rm.tokenizer.chat_template:  # an encoder: TRL has no template to apply, so hand it the ids
         train, held_out = (_encoder_ids(rm, d, config) if d is not None else None for d in (train, held_out))
     trainer = trl.RewardTrainer(

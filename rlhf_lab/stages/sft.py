@@ -67,7 +67,7 @@ def sft(
     plan = announce(config, "sft", policy.model, dataset)
     resolved = defaults.resolve(config, "sft", policy.model, lora=bool(spec))
     if spec:
-        policy.model = apply_lora(policy.model, spec, task="causal")
+        policy.model = apply_lora(policy.model, spec, task="causal", seed=config.seed)
     trainer = trl.SFTTrainer(
         model=policy.model,
         args=config,

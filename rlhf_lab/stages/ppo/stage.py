@@ -74,7 +74,7 @@ def ppo(
     plan = announce(config, "ppo", bundle.model, prompt_list)
     resolved = defaults.resolve(config, "ppo", bundle.model, lora=bool(spec))
     if spec:
-        bundle.model = apply_lora(bundle.model, spec)
+        bundle.model = apply_lora(bundle.model, spec, seed=config.seed)
     actor = _actor_critic(bundle, reward_fn, value, config)
     disable_dropout(actor)
     with borrowed(reference):
