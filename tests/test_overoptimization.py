@@ -2,6 +2,7 @@
 
 import math
 import re
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -106,7 +107,7 @@ def test_outputs_and_figure(table):
     assert names[4:6] == ["gold, 8 labels, best-of-n", "proxy, 8 labels, best-of-n"]
     assert [trace.yaxis for trace in figure.data] == ["y", "y2"] * 4
     page = table.attrs["output_dir"] + "/overoptimization.html"
-    assert not re.search(r"<script[^>]*src=[\"']https?://", open(page).read())  # offline: plotly.js is inside
+    assert not re.search(r"<script[^>]*src=[\"']https?://", Path(page).read_text())  # offline: plotly.js is inside
 
 
 def test_plot_from_a_hand_made_table():

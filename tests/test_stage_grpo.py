@@ -112,7 +112,9 @@ def test_trl_reward_functions_are_called_the_trl_way(tmp_path, tiny_policy):
 
 
 def test_a_reward_run_folder_and_a_task_name_from_the_config(tmp_path, tiny_policy):
-    run = lab.grpo(tiny_policy, None, "task:arithmetic", config("grpo", tmp_path, max_steps=1, reward="task:arithmetic"))
+    run = lab.grpo(
+        tiny_policy, None, "task:arithmetic", config("grpo", tmp_path, max_steps=1, reward="task:arithmetic")
+    )
     assert run.summary["reward_functions"] == ["arithmetic"] and run.summary["prompts"] == len(
         lab.task("arithmetic").prompts("train")
     )
