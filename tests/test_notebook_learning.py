@@ -4,7 +4,7 @@ Every notebook trains something. Here each runs under the ci profile with every 
 to 0 (`learning_rate`, `dpo_learning_rate`, `ppo_learning_rate`: the weights stay frozen), through
 `rlhf-lab regress` itself. Each notebook must still run to the end, and regress must exit 1 with a
 REGRESSION on that notebook's learning metrics: a baseline that passes with frozen weights says
-nothing about learning. One regress call runs all eight notebooks, two at a time (a few minutes).
+nothing about learning. One regress call runs every notebook, two at a time (a few minutes).
 """
 
 import json
@@ -47,6 +47,8 @@ LEARNING = {
         "ppo/distinct_2",
     },
     "07_reward_hacking": {f"overopt/{k}/{metric}" for k in (8, 16) for metric in ("gold_gain", "proxy_gain")},
+    "08_grpo": {"compare/gold_gain", "compare/win_rate_gold", "grpo/final_kl"},
+    "09_method_shootout": {f"{m}/{metric}" for m in ("ppo", "grpo", "rloo", "dpo") for metric in ("gold_gain", "kl")},
 }
 
 

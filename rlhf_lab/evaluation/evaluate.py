@@ -112,9 +112,7 @@ def compare(
     baseline = None if baseline is None else as_policy(baseline)
     rows, columns = [], {}
     for name, policy in zip(names, policies):
-        figures = ev.figures(
-            policy, ref=ref, baseline=None if baseline is None or baseline.model is policy.model else baseline
-        )
+        figures = ev.figures(policy, ref=ref, baseline=None if _same(baseline, policy) else baseline)
         columns[name] = figures.pop("samples")
         rows.append({"model": name, **figures})
     table = pd.DataFrame(rows).set_index("model")
@@ -230,6 +228,14 @@ def best_of_n_figures(policy: BestOfN, ref: Policy) -> dict[str, Any]:
             "Fix: pass ref= the base policy, or leave ref out."
         )
     return {"kl_k1": policy.kl, "kl_k1_se": 0.0, "kl_k3": policy.kl, "kl_k3_se": 0.0, "ppl_ref_samples": None}
+
+
+def _same(baseline: Any, policy: Policy) -> bool:
+    """Whether `policy` is the baseline itself (no win rate against itself). Best-of-n shares its base's
+    weights but is another policy."""
+    if baseline is None or baseline is policy:
+        return True
+    return baseline.model is policy.model and not isinstance(policy, BestOfN) and not isinstance(baseline, BestOfN)
 
 
 def _prompts_and_gold(prompts: Any, gold: Any) -> tuple[list, Any]:
