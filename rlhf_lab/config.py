@@ -31,7 +31,7 @@ from typing import Any, TypeVar
 
 import yaml
 
-from rlhf_lab.defaults import is_derived
+from rlhf_lab.defaults import derive_unset, is_derived
 
 T = TypeVar("T")
 SECRETS = {"hub_token"}  # never written to a run folder
@@ -213,6 +213,7 @@ class LabConfig:
     )
 
     def __post_init__(self) -> None:
+        derive_unset(self)
         if self.bf16 is None:
             self.bf16 = gpu_bf16()
         check_rules(self, LAB_RULES)

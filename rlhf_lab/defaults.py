@@ -18,6 +18,7 @@ zero and carry few weights), rounded to two significant digits.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from typing import Any
 
@@ -28,8 +29,8 @@ LEARNING_RATES = {  # full fine-tuning of a 135M model for tens to hundreds of s
     "dpo": 2e-5,
     "kto": 2e-5,
     "ppo": 1e-5,
-    "grpo": 1e-5,
-    "rloo": 1e-5,
+    "grpo": 2e-5,  # one optimizer step per batch (PPO takes epochs x minibatches), so a larger step
+    "rloo": 2e-5,
 }
 LORA_FACTOR = 10.0
 SMALL_PREFERENCE_SET = 1000  # pairs: below this, a reward model gets more than one epoch
@@ -43,8 +44,21 @@ class Derived(float):
         return f"Derived({float(self)!r})"
 
 
+def derived_rate(stage: str) -> Derived:
+    """A stage config's learning-rate default: the 135M value, replaced by `resolve` once the model is known."""
+    return Derived(LEARNING_RATES[stage])
+
+
 def is_derived(value: Any) -> bool:
     return isinstance(value, Derived)
+
+
+def derive_unset(config: Any) -> None:
+    """None in a field whose default is derived asks for that default (`DPOConfig(learning_rate=None)`, a
+    notebook parameter left at None): the derived default goes back in, to be resolved like any other."""
+    for item in dataclasses.fields(config):
+        if is_derived(item.default) and getattr(config, item.name) is None:
+            setattr(config, item.name, item.default)
 
 
 def learning_rate(stage: str, parameters: float, lora: bool = False) -> float:

@@ -88,16 +88,21 @@ def test_run_folder_defaults():
     assert RunConfig(output_dir="runs/x", run_name="y").run_name == "y"
 
 
-@pytest.mark.parametrize("name", ["sft", "reward", "dpo", "kto"])
-def test_shipped_example_configs_load(name):
+@pytest.mark.parametrize("name", ["sft", "reward", "dpo", "kto", "ppo", "grpo", "rloo"])
+def test_shipped_example_configs_load_and_keep_the_derived_defaults(name):
     from pathlib import Path
 
+    from rlhf_lab.defaults import is_derived
     from rlhf_lab.stages import stage
 
     config_class = stage(name)[1]
     root = Path(__file__).resolve().parents[1]
     config = load_config(config_class, root / "configs" / f"{name}.yaml")
     assert config.output_dir == f"runs/{name}" and config.model is None
+    # the example configs teach the defaults that learn: a hard-coded rate there is how 1e-6 came back
+    assert is_derived(config.learning_rate), f"configs/{name}.yaml sets learning_rate={config.learning_rate}"
+    if name == "reward":
+        assert is_derived(config.num_train_epochs)
 
 
 @pytest.mark.parametrize(

@@ -41,6 +41,14 @@ def test_every_stage_derives_its_rate_and_an_explicit_one_wins(config_class, tmp
     assert is_derived(apply_overrides(config, ["seed=3"]).learning_rate)
     assert not is_derived(apply_overrides(config, ["learning_rate=1e-4"]).learning_rate)
     assert type(to_dict(config)["learning_rate"]) is float
+    # None (a notebook parameter left unset) asks for the derived default, which the stage then resolves
+    unset = config_class(output_dir=str(tmp_path), learning_rate=None)
+    assert is_derived(unset.learning_rate) and unset.learning_rate == config.learning_rate
+    assert unset.learning_rate == defaults.LEARNING_RATES[defaults_stage(config_class)]
+
+
+def defaults_stage(config_class) -> str:
+    return {"SFTConfig": "sft", "RewardConfig": "reward"}.get(config_class.__name__, config_class.__name__[:-6].lower())
 
 
 def test_resolve_replaces_derived_values_only(tiny_policy, tmp_path):

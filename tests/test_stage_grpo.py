@@ -194,3 +194,26 @@ def test_the_config_round_trips_through_yaml_and_the_shipped_configs_load(tmp_pa
         assert loaded.reward == "task:arithmetic" and loaded.num_generations == 4
         again = from_dict(STAGES[stage][1], to_dict(config(stage, tmp_path)))
         assert again.num_generations == 2 and again.max_completion_length == 8
+
+
+@pytest.mark.parametrize("stage", ["grpo", "rloo"])
+def test_the_generation_backend_picks_trls_vllm_colocate_mode(stage, tmp_path, monkeypatch):
+    from rlhf_lab.stages import online
+
+    # 'hf' and 'auto' without a GPU leave TRL on transformers generate
+    for backend in ("hf", "auto"):
+        chosen = config(stage, tmp_path, generation_backend=backend)
+        online.use_vllm(chosen)
+        assert chosen.use_vllm is (backend == "auto" and torch.cuda.is_available() and online.vllm_installed())
+    # 'vllm' where vLLM cannot run names what is missing and the fix
+    if not (torch.cuda.is_available() and online.vllm_installed()):
+        with pytest.raises(ConfigError, match="generation_backend='vllm' needs vLLM and a CUDA GPU. Fix: .*hf"):
+            online.use_vllm(config(stage, tmp_path, generation_backend="vllm"))
+    # where it can: vLLM inside the training process, sharing the GPU (configs built first: TrainingArguments
+    # would set up the pretend GPU); a user who chose TRL's server mode keeps it
+    chosen, server = config(stage, tmp_path), config(stage, tmp_path, use_vllm=True, vllm_mode="server")
+    monkeypatch.setattr(online, "vllm_installed", lambda: True)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    online.use_vllm(chosen)
+    online.use_vllm(server)
+    assert (chosen.use_vllm, chosen.vllm_mode, server.vllm_mode) == (True, "colocate", "server")

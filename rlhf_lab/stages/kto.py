@@ -17,7 +17,7 @@ import trl
 
 from rlhf_lab.config import ConfigError, default_run_dir
 from rlhf_lab.data import load_ratings
-from rlhf_lab.defaults import Derived
+from rlhf_lab.defaults import derived_rate
 from rlhf_lab.runs import RunResult
 from rlhf_lab.stages.common import check_not_empty, resolve_data
 from rlhf_lab.stages.reference import check_beta, check_choice, check_sync_ref, help_names, train_with_reference
@@ -36,7 +36,7 @@ class KTOConfig(TRLStageConfig, trl.KTOConfig):
     output_dir: str = field(default_factory=lambda: default_run_dir("kto"), metadata={"help": "The run folder."})
     num_train_epochs: float = field(default=1.0, metadata={"help": "Passes over the data (max_steps wins if set)."})
     learning_rate: float = field(
-        default=Derived(2e-5),
+        default=derived_rate("kto"),
         metadata={"help": "AdamW learning rate; default: derived from the model's size (TRL's 1e-6 suits billions)."},
     )
     max_length: int | None = field(default=512, metadata={"help": "Truncate prompt + response to this many tokens."})

@@ -311,6 +311,7 @@ def train_online(
     policy_bundle, reference, spec, reference_kind = policy_and_reference(policy, config, ref=ref, lora=lora)
     plan = announce(config, stage, policy_bundle.model, dataset)
     resolved = defaults.resolve(config, stage, policy_bundle.model, lora=bool(spec))
+    use_vllm(config)
     if config.beta == 0.0:
         reference, reference_kind = None, "none (beta=0: no KL term)"
     with borrowed(reference):
@@ -338,6 +339,15 @@ def train_online(
         **last_values(run.rows, ("reward", "reward_std", "frac_reward_zero_std", "kl", "completions/mean_length")),
     }
     return run.finish(trainer, policy_bundle, summary=summary, samples=samples.rows)
+
+
+def use_vllm(config: Any) -> None:
+    """Sample with vLLM inside the training process ('colocate': one GPU holds both, weights synced after
+    each step) when `generation_backend` asks for it; a user who set TRL's `use_vllm` keeps their mode."""
+    if config.use_vllm or not config.wants_vllm():
+        return
+    config.use_vllm = True
+    config.vllm_mode = "colocate"
 
 
 def _with_reference(trainer_cls: type, reference: Any, **kwargs: Any) -> Any:

@@ -117,7 +117,8 @@ def estimate_seconds(config: Any, stage: str, model: Any, steps: int | None) -> 
         completions = config.batch_size if stage == "ppo" else config.per_device_train_batch_size
         new = config.max_new_tokens if stage == "ppo" else config.max_completion_length
         epochs = config.ppo_epochs if stage == "ppo" else config.num_iterations
-        per_update = completions * new * decode + 3 * epochs * completions * (64 + new) * forward
+        # sampling is batched: a decode step for the whole batch costs about one sequence's, plus a share per row
+        per_update = new * decode * (1 + completions / 8) + 3 * epochs * completions * (64 + new) * forward
         updates = config.total_updates if stage == "ppo" else steps
         return updates * per_update
     length = min(getattr(config, "max_length", None) or 256, 256)

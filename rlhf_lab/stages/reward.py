@@ -34,7 +34,7 @@ from datasets import Dataset
 from rlhf_lab import defaults
 from rlhf_lab.config import ConfigError, default_run_dir
 from rlhf_lab.data import load_preferences
-from rlhf_lab.defaults import Derived
+from rlhf_lab.defaults import Derived, derived_rate
 from rlhf_lab.models import RewardModel, load_reward_model, tiny_model
 from rlhf_lab.models.lora import apply_lora
 from rlhf_lab.rewards import AGGREGATES, RewardEnsemble
@@ -59,7 +59,8 @@ class RewardConfig(TRLStageConfig, trl.RewardConfig):
 
     output_dir: str = field(default_factory=lambda: default_run_dir("reward"), metadata={"help": "Run folder."})
     learning_rate: float = field(
-        default=Derived(1e-5), metadata={"help": "AdamW learning rate; default: derived from the model's size."}
+        default=derived_rate("reward"),
+        metadata={"help": "AdamW learning rate; default: derived from the model's size."},
     )
     num_train_epochs: float = field(
         default=Derived(1.0),

@@ -15,7 +15,7 @@ from typing import Any
 import trl
 
 from rlhf_lab.config import default_run_dir
-from rlhf_lab.defaults import Derived
+from rlhf_lab.defaults import derived_rate
 from rlhf_lab.runs import RunResult
 from rlhf_lab.stages.online import OnlineConfig, check_groups, check_online, train_online
 from rlhf_lab.stages.trl_config import TRLStageConfig
@@ -27,7 +27,7 @@ class RLOOConfig(OnlineConfig, TRLStageConfig, trl.RLOOConfig):
 
     output_dir: str = field(default_factory=lambda: default_run_dir("rloo"), metadata={"help": "The run folder."})
     learning_rate: float = field(
-        default=Derived(1e-5),
+        default=derived_rate("rloo"),
         metadata={"help": "AdamW learning rate; default: derived from the model's size (TRL's 1e-6 suits billions)."},
     )
     max_steps: int = field(default=40, metadata={"help": "Optimizer steps (-1: num_train_epochs over the prompts)."})

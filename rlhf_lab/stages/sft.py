@@ -15,7 +15,7 @@ import trl
 from rlhf_lab import defaults
 from rlhf_lab.config import ConfigError, default_run_dir
 from rlhf_lab.data import load_sft
-from rlhf_lab.defaults import Derived
+from rlhf_lab.defaults import derived_rate
 from rlhf_lab.models.lora import apply_lora
 from rlhf_lab.runs import RunResult
 from rlhf_lab.stages.common import check_not_empty, lora_spec, policy_samples, resolve_data, resolve_policy, start_run
@@ -33,7 +33,7 @@ class SFTConfig(TRLStageConfig, trl.SFTConfig):
     output_dir: str = field(default_factory=lambda: default_run_dir("sft"), metadata={"help": "The run folder."})
     assistant_only_loss: bool = field(default=True, metadata={"help": "Train on assistant tokens only."})
     learning_rate: float = field(
-        default=Derived(2e-5), metadata={"help": "AdamW learning rate; default: derived from the model's size."}
+        default=derived_rate("sft"), metadata={"help": "AdamW learning rate; default: derived from the model's size."}
     )
     num_train_epochs: float = field(default=1.0, metadata={"help": "Passes over the data (max_steps wins if set)."})
     max_length: int | None = field(default=512, metadata={"help": "Truncate tokenized conversations to this length."})

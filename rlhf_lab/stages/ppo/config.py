@@ -35,7 +35,7 @@ from rlhf_lab.config import (
     optional,
     positive_int,
 )
-from rlhf_lab.defaults import Derived
+from rlhf_lab.defaults import derived_rate
 from rlhf_lab.rewards import AGGREGATES
 from rlhf_lab.stages.online import OnlineConfig
 from rlhf_lab.stages.ppo.kl import KL_ESTIMATORS, check_kl_estimator
@@ -96,7 +96,7 @@ class PPOConfig(OnlineConfig, LabConfig, RunConfig):
     gradient_accumulation_steps: int = field(default=1, metadata={"help": "Minibatches per optimizer step."})
     ppo_epochs: int = field(default=4, metadata={"help": "Passes over each rollout batch per update."})
     learning_rate: float = field(
-        default=Derived(1e-5),
+        default=derived_rate("ppo"),
         metadata={"help": "AdamW learning rate (policy and critic); default: derived from the model's size."},
     )
     max_grad_norm: float | None = field(default=1.0, metadata={"help": "Global grad-norm clip; None: no clipping."})

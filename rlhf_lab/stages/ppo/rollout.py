@@ -25,8 +25,6 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from rlhf_lab.stages.online import vllm_installed
-
 log = logging.getLogger(__name__)
 
 
@@ -265,13 +263,7 @@ def make_generator(backend: str, model: Any, tokenizer: Any, config: Any):
     options = dict(
         max_new_tokens=config.max_new_tokens, temperature=config.temperature, top_k=config.top_k, top_p=config.top_p
     )
-    want_vllm = backend == "vllm" or (backend == "auto" and torch.cuda.is_available() and vllm_installed())
-    if want_vllm:
-        if not torch.cuda.is_available() or not vllm_installed():
-            raise RuntimeError(
-                "generation_backend='vllm' needs vLLM and a CUDA GPU. Fix: pip install "
-                "'rlhf-lab[gpu]' on a GPU machine, or set generation_backend=hf."
-            )
+    if config.wants_vllm():
         try:
             return VLLMGenerator(model, tokenizer, seed=config.seed, **options)
         except Exception as err:  # noqa: BLE001 - any engine start failure falls back to HF
