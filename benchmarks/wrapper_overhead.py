@@ -116,7 +116,7 @@ def trl_vowel_share(completions, **kwargs):
 
 
 def starter_prompts():
-    return lab.load_prompts([row["prompt"] for row in lab.starter_data("prompts", "train")])
+    return lab.load_prompts(lab.starter_data("prompts", "train").select_columns(["prompt"]))
 
 
 def raw_grpo(policy, prompts, out, steps):

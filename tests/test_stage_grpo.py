@@ -217,3 +217,15 @@ def test_the_generation_backend_picks_trls_vllm_colocate_mode(stage, tmp_path, m
     online.use_vllm(chosen)
     online.use_vllm(server)
     assert (chosen.use_vllm, chosen.vllm_mode, server.vllm_mode) == (True, "colocate", "server")
+
+
+def test_the_monitor_page_is_drawn_once_with_the_samples(tmp_path, tiny_policy, monkeypatch):
+    from rlhf_lab.monitor.live import LiveMonitor
+
+    pages = []
+    draw = LiveMonitor.write_html
+    monkeypatch.setattr(LiveMonitor, "write_html", lambda self, *a, **k: pages.append(len(self.samples)) or draw(self))
+    train("grpo", tmp_path, tiny_policy, monitor=True)
+    # not at train end and again when the run folder is finished: once, after the samples arrived
+    assert len(pages) == 1 and pages[0] > 0
+    assert "Say hi." in (tmp_path / "run" / "monitor.html").read_text()

@@ -83,6 +83,7 @@ class LiveMonitor(TrainerCallback):
         self.smoothing, self.max_redraw_hz, self.max_points = smoothing, max_redraw_hz, max_points
         self.thresholds = Thresholds.coerce(thresholds)
         self.output_dir = Path(output_dir) if output_dir is not None else None
+        self.finished_by_run = False  # a lab stage's Run draws the final page once, after its samples arrive
         self.live, self.html_every_s, self.max_samples, self.clock = live, html_every_s, max_samples, clock
         self.reset()
 
@@ -202,7 +203,8 @@ class LiveMonitor(TrainerCallback):
             self.log(state.global_step, logs)
 
     def on_train_end(self, args, state, control, **kwargs):
-        self.finish()
+        if not self.finished_by_run:
+            self.finish()
 
     # ---- drawing --------------------------------------------------------------------------------
 

@@ -31,6 +31,8 @@ def start_run(stage: str, config, callbacks: list | None = None) -> Run:
     if monitor is None and config.monitor:
         monitor = LiveMonitor()
         callbacks.append(monitor)
+    if monitor is not None:
+        monitor.finished_by_run = True  # `run.finish` draws monitor.html once, with the samples
     return Run(stage, config, callbacks=callbacks, monitor=monitor)
 
 
