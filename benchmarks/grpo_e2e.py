@@ -12,8 +12,8 @@ a step cost next to our PPO at the same number of generated completions?
    samples per prompt at temperature 1, the same seeds for every policy); paired differences against
    the start with bootstrap 95% CIs (`lab.compare`).
 
-`--resume` reuses finished run folders in `--out`. Prints and writes `--out/results.json`: gold with CIs, differences with CIs, seconds per step, and
-completions per second of each method.
+`--resume` reuses finished run folders in `--out`. Prints and writes `--out/results.json`: gold with CIs,
+differences with CIs, seconds per step, and completions per second of each method.
 """
 
 from __future__ import annotations

@@ -9,6 +9,7 @@ import rlhf_lab as lab
 from rlhf_lab import defaults
 from rlhf_lab.config import apply_overrides, to_dict, to_yaml
 from rlhf_lab.defaults import Derived, is_derived
+from rlhf_lab.stages.plan import stage_of
 
 
 def test_the_rate_for_the_embedded_model_and_its_scaling():
@@ -44,11 +45,7 @@ def test_every_stage_derives_its_rate_and_an_explicit_one_wins(config_class, tmp
     # None (a notebook parameter left unset) asks for the derived default, which the stage then resolves
     unset = config_class(output_dir=str(tmp_path), learning_rate=None)
     assert is_derived(unset.learning_rate) and unset.learning_rate == config.learning_rate
-    assert unset.learning_rate == defaults.LEARNING_RATES[defaults_stage(config_class)]
-
-
-def defaults_stage(config_class) -> str:
-    return {"SFTConfig": "sft", "RewardConfig": "reward"}.get(config_class.__name__, config_class.__name__[:-6].lower())
+    assert unset.learning_rate == defaults.LEARNING_RATES[stage_of(unset)]
 
 
 def test_resolve_replaces_derived_values_only(tiny_policy, tmp_path):
