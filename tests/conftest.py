@@ -28,3 +28,19 @@ def embedded_policy():
     from rlhf_lab import load_policy
 
     return load_policy()
+
+
+@pytest.fixture(scope="session")
+def benchmark_script():
+    """`benchmark_script("grpo_e2e")`: a script of benchmarks/ imported as a module (they are not a package)."""
+    import importlib.util
+    from pathlib import Path
+
+    def load(name: str):
+        path = Path(__file__).resolve().parents[1] / "benchmarks" / f"{name}.py"
+        spec = importlib.util.spec_from_file_location(name, path)
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        return module
+
+    return load

@@ -1,23 +1,12 @@
 """Defaults end to end (benchmarks/defaults_e2e.py): the pipeline on a tiny model in CI, the real thing opt-in."""
 
-import importlib.util
 import json
-from pathlib import Path
 
 import pytest
 
-SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "defaults_e2e.py"
 
-
-def load():
-    spec = importlib.util.spec_from_file_location("defaults_e2e", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-def test_the_pipeline_runs_on_a_tiny_model_and_resumes(tmp_path):
-    script = load()
+def test_the_pipeline_runs_on_a_tiny_model_and_resumes(tmp_path, benchmark_script):
+    script = benchmark_script("defaults_e2e")
     # a preference stage and the reward model -> RL path (KTO and GRPO take the same routes; their stage tests
     # cover them): the whole script would cost minutes of CI
     argv = ["--tiny", "--quick", "--stages", "dpo,ppo", "--eval-prompts", "4", "--repeats", "1", "--out", str(tmp_path)]
@@ -35,8 +24,8 @@ def test_the_pipeline_runs_on_a_tiny_model_and_resumes(tmp_path):
 
 @pytest.mark.slow
 @pytest.mark.embedded
-def test_every_stage_with_its_defaults_beats_the_start_policy_on_held_out_gold(tmp_path):
+def test_every_stage_with_its_defaults_beats_the_start_policy_on_held_out_gold(tmp_path, benchmark_script):
     """The issue's bar: at most 300 labels, only output_dir set, the CI of each gold difference above 0."""
-    results = load().main(["--out", str(tmp_path)])
+    results = benchmark_script("defaults_e2e").main(["--out", str(tmp_path)])
     assert results["labels"] <= 300
     assert all(diff[1] > 0 for diff in results["gold_diff"].values()), results["gold_diff"]

@@ -4,20 +4,10 @@ The fast test runs the whole pipeline on a tiny random model (the numbers mean n
 structure does); the `slow` one runs the script's --quick mode on the embedded SmolLM2-135M.
 """
 
-import importlib.util
 import json
 from pathlib import Path
 
 import pytest
-
-SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "gold_e2e.py"
-
-
-def load_script():
-    spec = importlib.util.spec_from_file_location("gold_e2e", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def check_results(results: dict, out: Path, labels: int, updates: int, prompts: int) -> None:
@@ -46,15 +36,15 @@ def check_results(results: dict, out: Path, labels: int, updates: int, prompts: 
         assert (out / stage / "run.json").exists()
 
 
-def test_pipeline_on_a_tiny_model(tmp_path):
-    script = load_script()
+def test_pipeline_on_a_tiny_model(tmp_path, benchmark_script):
+    script = benchmark_script("gold_e2e")
     results = script.main(["--tiny", "--out", str(tmp_path)])
     check_results(results, tmp_path, labels=16, updates=2, prompts=8)
     assert results["args"]["max_new_tokens"] == 16 and results["model"].startswith("tiny")
 
 
-def test_proxy_gold_agreement_on_hand_made_samples():
-    agreement = load_script().agreement
+def test_proxy_gold_agreement_on_hand_made_samples(benchmark_script):
+    agreement = benchmark_script("gold_e2e").agreement
     samples = [
         ("p", 1.0, 3.0),
         ("p", 0.0, 1.0),
@@ -73,8 +63,8 @@ def test_proxy_gold_agreement_on_hand_made_samples():
     assert agreement([("p", 0.0, 1.0), ("p", 0.0, 2.0)])["pairs"] == 0  # equal gold: no pair, no r
 
 
-def test_the_issue_budget_is_enforced():
-    script = load_script()
+def test_the_issue_budget_is_enforced(benchmark_script):
+    script = benchmark_script("gold_e2e")
     with pytest.raises(SystemExit):
         script.parse_args(["--labels", "2001"])
     with pytest.raises(SystemExit):
@@ -83,18 +73,18 @@ def test_the_issue_budget_is_enforced():
 
 
 @pytest.mark.slow
-def test_quick_run_on_the_embedded_model(tmp_path):
-    script = load_script()
+def test_quick_run_on_the_embedded_model(tmp_path, benchmark_script):
+    script = benchmark_script("gold_e2e")
     results = script.main(["--quick", "--out", str(tmp_path)])
     check_results(results, tmp_path, labels=16, updates=2, prompts=8)
     assert "SmolLM2" in results["model"] or "smol" in results["model"].lower()
 
 
 @pytest.mark.slow
-def test_the_full_run_beats_sft_on_gold(tmp_path):
+def test_the_full_run_beats_sft_on_gold(tmp_path, benchmark_script):
     """The issue's criterion, with the script's defaults (about 90 minutes on one core): PPO and DPO
     each beat SFT on gold, the 95% CI of the paired difference excluding 0."""
-    script = load_script()
+    script = benchmark_script("gold_e2e")
     results = script.main(["--out", str(tmp_path)])
     ev = results["evaluation"]
     assert results["labels"] <= 2000 and len(results["ppo_curve"]) <= 40

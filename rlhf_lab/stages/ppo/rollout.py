@@ -258,7 +258,7 @@ class VLLMGenerator:
         worker.model_runner.model.load_weights(state.items())
 
 
-def make_generator(backend: str, model: Any, tokenizer: Any, config: Any):
+def make_generator(model: Any, tokenizer: Any, config: Any):
     """The generator for `generation_backend`: 'auto' is vLLM with a GPU and vLLM installed, else HF."""
     options = dict(
         max_new_tokens=config.max_new_tokens, temperature=config.temperature, top_k=config.top_k, top_p=config.top_p
@@ -267,7 +267,7 @@ def make_generator(backend: str, model: Any, tokenizer: Any, config: Any):
         try:
             return VLLMGenerator(model, tokenizer, seed=config.seed, **options)
         except Exception as err:  # noqa: BLE001 - any engine start failure falls back to HF
-            if backend == "vllm":
+            if config.generation_backend == "vllm":
                 raise
             log.warning(f"vLLM could not start ({err}); falling back to transformers generate")
     return HFGenerator(tokenizer, **options)

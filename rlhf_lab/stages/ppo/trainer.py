@@ -94,7 +94,7 @@ class PPOTrainer:
             else FixedKLController(config.kl_coef)
         )
         self.norm = RunningNorm(config.reward_clip) if config.normalize_rewards else None
-        self.generator = make_generator(config.generation_backend, self.actor.policy, tokenizer, config)
+        self.generator = make_generator(self.actor.policy, tokenizer, config)
         self.state = TrainerState(
             max_steps=config.total_updates, logging_steps=config.logging_steps, save_steps=config.save_every
         )
