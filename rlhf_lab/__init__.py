@@ -61,6 +61,7 @@ _EXPORTS = {
     # watch
     "LiveMonitor": "monitor.live",
     "plot_runs": "monitor.plots",
+    "show_figure": "monitor.static",
     "Thresholds": "monitor.diagnostics",
     # label
     "PreferenceStore": "labeling.store",

@@ -154,6 +154,7 @@ class Run:
         self.started = time.perf_counter()
         self.is_main = getattr(config, "process_index", 0) == 0
         self.monitor = monitor
+        self.ended: str | None = None  # "stopped" (monitor.stop()) or "interrupted" (KeyboardInterrupt)
         self.rows: list[dict] = []
         self.logger = _metrics_logger_class()(self)
         self.callbacks = [self.logger, *callbacks]
@@ -209,9 +210,8 @@ class Run:
             # samples and post-training eval arrive after on_train_end: redraw monitor.html with them
             self.monitor.finish(samples)
             summary = {**summary, "alerts": self.monitor.summary()["alerts"]}
-        final = {}
-        for row in self.rows:
-            final.update({k: v for k, v in row.items() if k != "step"})
+        final = {k: v for row in self.rows for k, v in row.items() if k != "step"}  # each metric's last value
+        ended = {"stopped_at": trainer.state.global_step, "interrupted": self.ended == "interrupted"}
         full = {
             "stage": self.stage,
             "model": bundle.name,
@@ -219,6 +219,7 @@ class Run:
             "wall_s": round(time.perf_counter() - self.started, 2),
             "final": final,
             **summary,
+            **(ended if self.ended else {}),
         }
         if not hasattr(bundle.model, "peft_config"):
             # The trained weights now live in run/model; a config still naming the starting checkpoint
@@ -228,6 +229,8 @@ class Run:
         if self.is_main:
             write_json(self.path / "summary.json", full)
             self.write_manifest(kind, adapter=base is not None, base=base)
+        if self.ended == "interrupted":  # the folder is complete: now stop the notebook as an interrupt does
+            raise KeyboardInterrupt(f"{self.stage} interrupted at step {full['steps']}; lab.load_run('{self.path}')")
         return (RewardRun if kind == "reward" else RunResult)(
             stage=self.stage,
             model=bundle.model,

@@ -71,7 +71,7 @@ def test_synthetic_stream_updates_the_figure_traces(tmp_path):
     feed(mon, dpo_rows(3), state)
     assert mon.figure is not None and mon.redraws == 3
     titles = [a.text for a in mon.figure.layout.annotations]
-    assert titles[:4] == ["rewards", "margin", "accuracy", "loss"]
+    assert [t.split("<br>")[0] for t in titles[:4]] == ["rewards", "margin", "accuracy", "loss"]
     raw, smooth = traces(mon.figure, "rewards/chosen")
     assert list(raw.y) == pytest.approx([0.01, 0.02, 0.03]) and list(raw.x) == [1, 2, 3]
     assert smooth.y[0] == pytest.approx(0.01) and 0.01 < smooth.y[-1] < 0.03  # debiased EMA lags the raw
@@ -90,7 +90,7 @@ def test_stage_auto_reads_metric_names_and_other_metrics_come_from_the_dropdown(
     mon.log(1, {"objective/kl": 0.1, "objective/scores": 0.2, "val/ratio": 1.0, "policy/clipfrac_avg": 0.1})
     assert mon.stage == "ppo"
     assert traces(mon.figure, "objective/kl") and not traces(mon.figure, "val/ratio")
-    picker = mon.widget.children[1]
+    picker = mon.widget.children[1].children[0]  # beside the Stop button
     assert "val/ratio" in picker.options
     picker.value = "val/ratio"  # what a click does
     assert traces(mon.figure, "val/ratio") and "val/ratio" not in picker.options and picker.value is None
@@ -163,7 +163,7 @@ def test_samples_are_escaped_in_the_widget_and_the_html(tmp_path):
     mon = LiveMonitor(live=True, output_dir=tmp_path, clock=FakeClock(step=1.0))
     mon.log(1, {"loss": 1.0, "samples": [{"prompt": "say <b>hi</b>", "completion": XSS, "score": 0.25}]})
     mon.add_samples([{"prompt": [{"role": "user", "content": "chat & <i>turn</i>"}], "completion": "ok"}])
-    shown = mon.widget.children[4].value
+    shown = mon.widget.children[4].children[1].value  # the samples table under its step selector
     path = mon.finish()
     for text in (shown, path.read_text()):
         assert "&lt;script&gt;alert(1)&lt;/script&gt;" in text and XSS not in text

@@ -155,7 +155,9 @@ def overoptimization(
     figure.write_html(folder / "overoptimization.html", include_plotlyjs=True)  # offline: plotly.js inside
     table.attrs["figure"], table.attrs["output_dir"] = figure, str(folder)
     if show:
-        figure.show()
+        from rlhf_lab.monitor.static import show_figure
+
+        show_figure(figure)
     return table
 
 
@@ -216,4 +218,6 @@ def plot_overoptimization(table: Any):
     figure.update_xaxes(title_text="√KL(policy ‖ start policy), nats^½")
     figure.update_yaxes(title_text="gold reward", secondary_y=False)
     figure.update_yaxes(title_text="proxy reward (RM units)", secondary_y=True)
-    return figure
+    from rlhf_lab.monitor.static import LabFigure
+
+    return LabFigure(figure)  # a cell's value: drawn in JupyterLab and in exported HTML alike

@@ -19,6 +19,7 @@ import torch
 from rlhf_lab.evaluation import stats
 from rlhf_lab.models import as_policy
 from rlhf_lab.models.chat import tokenize_prompts
+from rlhf_lab.monitor.progress import track
 from rlhf_lab.stages.ppo.kl import per_token_kl
 
 PURE = {"temperature": 1.0, "top_p": 1.0, "top_k": 0}
@@ -70,7 +71,7 @@ def sample(
     try:
         with torch.random.fork_rng(devices=devices):
             torch.manual_seed(seed)
-            for start in range(0, len(out.prompts), batch_size):
+            for start in track(range(0, len(out.prompts), batch_size), "sampling"):
                 batch = tokenize_prompts(tok, out.prompts[start : start + batch_size]).to(policy.device)
                 tokens = model.generate(**batch, **options).cpu()
                 width = batch["input_ids"].shape[1]
@@ -98,7 +99,7 @@ def completion_logprobs(policy: Any, samples: Samples, *, batch_size: int = 16) 
     was_training = model.training
     model.eval()
     try:
-        for start in range(0, len(samples.texts), batch_size):
+        for start in track(range(0, len(samples.texts), batch_size), "log-probs"):
             prompts = samples.prompt_ids[start : start + batch_size]
             completions = samples.completion_ids[start : start + batch_size]
             p_len, c_len = max(map(len, prompts)), max(max(map(len, completions)), 1)

@@ -171,6 +171,7 @@ def preference_dataset(
     from datasets import concatenate_datasets
 
     from rlhf_lab.models import as_policy
+    from rlhf_lab.monitor.progress import ProgressLine
 
     prompts = list(prompts)
     if not prompts or n_pairs < 1:
@@ -179,6 +180,8 @@ def preference_dataset(
     chunk = max(1, min(batch_size // 2, len(prompts)))  # prompts per generate call (two samples each)
     max_rounds = max_rounds or 5 + 3 * math.ceil(n_pairs / len(prompts))
     stream, parts, have = itertools.cycle(prompts), [], 0
+    progress = ProgressLine(name="preference_dataset", unit="pair")
+    progress.begin(n_pairs, "sampling")
     for step in range(max_rounds * math.ceil(len(prompts) / chunk)):
         batch = [next(stream) for _ in range(chunk)]
         texts = policy.generate(
@@ -191,8 +194,11 @@ def preference_dataset(
         part = label_pairs(batch, texts[0::2], texts[1::2], annotator)
         parts.append(part.select(range(min(len(part), n_pairs - have))))
         have += len(parts[-1])
+        progress.advance(have, "done" if have >= n_pairs else "sampling")
         if have >= n_pairs:
+            progress.close()
             return concatenate_datasets(parts)
+    progress.close()
     raise ValueError(
         f"only {have} of {n_pairs} pairs after {max_rounds} rounds over {len(prompts)} prompts (the "
         "rest tied or were identical). Fix: raise temperature, pass ties=False to the annotator, "

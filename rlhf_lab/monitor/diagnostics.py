@@ -20,6 +20,7 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass, fields
 from typing import Any
 
+from rlhf_lab import defaults
 from rlhf_lab.monitor.rules import RULES, Rule
 
 # TRL's AdaptiveKLController default target (trl<=0.11 PPOConfig.target), used when neither the
@@ -198,4 +199,19 @@ def numeric(logs: Mapping[str, Any]) -> dict[str, float]:
     return out
 
 
-__all__ = ["Alert", "Diagnostics", "RULES", "Rule", "Thresholds", "DEFAULT_KL_TARGET", "numeric"]
+def run_context(args: Any, state: Any, model: Any) -> dict[str, Any]:
+    """What the diagnostics' remedies need to know about the run: stage, learning rate, steps, model size."""
+    name = type(args).__name__.lower()
+    stage = next((s for s in defaults.LEARNING_RATES if name.startswith(s)), None)
+    context = {
+        "stage": stage,
+        "learning_rate": getattr(args, "learning_rate", None),
+        "steps": getattr(state, "max_steps", None),
+    }
+    if model is not None:
+        inner = getattr(model, "policy", model)
+        context.update(parameters=defaults.count_parameters(inner), lora=hasattr(inner, "peft_config"))
+    return context
+
+
+__all__ = ["Alert", "Diagnostics", "RULES", "Rule", "Thresholds", "DEFAULT_KL_TARGET", "numeric", "run_context"]

@@ -4,16 +4,16 @@
     mon = lab.LiveMonitor(stage="ppo", thresholds={"clipfrac_max": 0.25})
     mon.log(step, {"objective/kl": 0.4, ...})      # our PPO engine, or anything without a Trainer
 
-In a notebook (an IPython kernel that papermill or nbconvert is not driving) it shows a plotly
-FigureWidget with raw and smoothed traces grouped by metric family, a dropdown to add any other
-metric, the alerts and the latest samples. Everywhere it writes `monitor.html` into the run folder
-at train end (and every `html_every_s` seconds headless): self-contained, so it opens offline.
-`RLHF_LAB_MONITOR=html` or `=live` overrides the detection. Plotting never stops training: a
-failure is logged once and the monitor keeps collecting data.
+A person at a notebook sees a FigureWidget (raw and smoothed traces by metric family, a dropdown to
+add any metric), the alerts, a progress line and the samples by step; at the end any kernel keeps a
+static copy of the charts (`monitor.static`). Everywhere it writes a self-contained `monitor.html`
+(headless also every `html_every_s` s). `RLHF_LAB_MONITOR=html|live` overrides the detection.
+Plotting never stops training: a failure is logged once and the monitor keeps collecting data.
 """
 
 from __future__ import annotations
 
+import html
 import logging
 import math
 import time
@@ -24,9 +24,8 @@ from typing import Any
 
 from transformers import TrainerCallback
 
-from rlhf_lab import defaults
-from rlhf_lab.monitor.diagnostics import Alert, Diagnostics, Thresholds, numeric
-from rlhf_lab.monitor.frontend import notebook_frontend
+from rlhf_lab.monitor.diagnostics import Alert, Diagnostics, Thresholds, numeric, run_context
+from rlhf_lab.monitor.frontend import in_kernel, notebook_frontend
 from rlhf_lab.monitor.panels import STAGE_PANELS, STAGES, Panel, infer_stage, normalize_panels
 from rlhf_lab.monitor.plots import (
     DEFAULT_MAX_POINTS,
@@ -34,10 +33,11 @@ from rlhf_lab.monitor.plots import (
     alerts_html,
     build_figure,
     page_html,
-    samples_html,
     trace_plan,
     trace_xy,
 )
+from rlhf_lab.monitor.samples import SampleHistory
+from rlhf_lab.monitor.stop import stop_button
 from rlhf_lab.runs import atomic_write
 
 log = logging.getLogger(__name__)
@@ -84,6 +84,7 @@ class LiveMonitor(TrainerCallback):
         self.thresholds = Thresholds.coerce(thresholds)
         self.output_dir = Path(output_dir) if output_dir is not None else None
         self.finished_by_run = False  # a lab stage's Run draws the final page once, after its samples arrive
+        self.progress = None  # a ProgressLine: the status line shows it
         self.live, self.html_every_s, self.max_samples, self.clock = live, html_every_s, max_samples, clock
         self.reset()
 
@@ -91,10 +92,11 @@ class LiveMonitor(TrainerCallback):
         """Forget everything logged: a monitor passed to a second run starts that run afresh."""
         self.stage = self.fixed_stage
         self.history: dict[str, MetricSeries] = {}
-        self.samples: list[dict] = []
+        self.sample_history = SampleHistory()
         self.diagnostics = Diagnostics(self.thresholds)
         self.extra_panels: list[Panel] = []
         self.step = 0
+        self.stop_requested = False
         self.redraws = 0  # figure updates actually sent (the throttle's observable)
         self.failures = 0
         self.figure = None  # the FigureWidget, live mode only
@@ -108,6 +110,7 @@ class LiveMonitor(TrainerCallback):
         self._last_draw = -math.inf
         self._last_html = self.clock()
         self._options: tuple[str, ...] = ()
+        self._static = None  # the static copy of the charts in the notebook cell, once shown
 
     # ---- what the stages and the PPO engine use -------------------------------------------------
 
@@ -128,7 +131,7 @@ class LiveMonitor(TrainerCallback):
         """Record one logged step (the `on_log` path too); returns the alerts it raised. Never raises."""
         try:
             if metrics.get("samples") is not None:  # our PPO engine logs its latest rollouts this way
-                self.add_samples(metrics["samples"])
+                self.add_samples(metrics["samples"], step=step)
             values = numeric(metrics)
             if not values:
                 return []
@@ -147,15 +150,17 @@ class LiveMonitor(TrainerCallback):
             self._fail(err)
             return []
 
-    def add_samples(self, rows: Any) -> None:
-        """Show the latest prompts / completions / scores (dicts, or a DataFrame); rendered as escaped text."""
+    def add_samples(self, rows: Any, step: int | None = None) -> None:
+        """Keep sample rows (dicts or a DataFrame) by step (their "update"/"step", else `step` or the current)."""
         try:
             rows = rows.to_dict("records") if hasattr(rows, "to_dict") else list(rows)
-            self.samples = [dict(r) for r in [*self.samples, *rows]][-self.max_samples :]
-            if self.widget is not None:
-                self.widget.children[4].value = samples_html(self.samples, style=True)
+            self.sample_history.add(rows, default_step=self.step if step is None else step)
         except Exception as err:
             self._fail(err)
+
+    @property
+    def samples(self) -> list[dict]:  # the latest max_samples rows
+        return self.sample_history.latest(self.max_samples)
 
     def add_panel(self, metrics: str | Sequence[str], title: str | None = None) -> None:
         """Add a subplot for any logged metric(s); the dropdown calls this."""
@@ -165,12 +170,26 @@ class LiveMonitor(TrainerCallback):
             self.redraw()
 
     def finish(self, samples: Any = None) -> Path | None:
-        """Final redraw and monitor.html (called at train end; call again after adding samples)."""
+        """Final redraw, monitor.html and, in a notebook, a static copy of the charts that exported notebooks
+        keep (at train end; call again after adding samples: the copy is replaced, not repeated)."""
         if samples is not None:
             self.add_samples(samples)
         if self.live and self.widget is not None:
             self.redraw()
-        return self.write_html()
+        path = self.write_html()
+        if self.is_main and self.history and in_kernel():
+            try:
+                from rlhf_lab.monitor.static import StaticCopy
+
+                self._static = self._static or StaticCopy()
+                self._static.show(self.page_figure())
+            except Exception as err:
+                self._fail(err)
+        return path
+
+    def stop(self) -> None:
+        """End the run after the step (PPO: update) in progress; its run folder is complete, with "stopped_at"."""
+        self.stop_requested = True
 
     def to_frame(self):
         """The full (never decimated) history as a DataFrame, one row per logged step."""
@@ -202,6 +221,11 @@ class LiveMonitor(TrainerCallback):
         if logs:
             self.log(state.global_step, logs)
 
+    def on_step_end(self, args, state, control, **kwargs):
+        if self.stop_requested:
+            control.should_training_stop = True
+        return control
+
     def on_train_end(self, args, state, control, **kwargs):
         if not self.finished_by_run:
             self.finish()
@@ -229,10 +253,10 @@ class LiveMonitor(TrainerCallback):
         self.widget = w.VBox(
             [
                 w.HTML(self._status()),
-                picker,
+                w.HBox([picker, stop_button(self.stop)]),
                 w.HTML("<i>waiting for the first log...</i>"),
                 w.HTML(alerts_html([])),
-                w.HTML(samples_html([], style=True)),
+                self.sample_history.build_widget(),
             ]
         )
         from IPython import get_ipython
@@ -254,10 +278,9 @@ class LiveMonitor(TrainerCallback):
         if not self.is_main:
             return
         now = self.clock()
-        if self.live:
-            if now - self._last_draw >= 1.0 / self.max_redraw_hz:
-                self.redraw()
-        elif self.html_every_s is not None and now - self._last_html >= self.html_every_s:
+        if self.live and now - self._last_draw >= 1.0 / self.max_redraw_hz:
+            self.redraw()
+        elif not self.live and self.html_every_s is not None and now - self._last_html >= self.html_every_s:
             self.write_html()
 
     def redraw(self) -> None:
@@ -293,7 +316,8 @@ class LiveMonitor(TrainerCallback):
                 for trace, spec in zip(self.figure.data, plan):
                     trace.x, trace.y = trace_xy(self.history[spec.metric], spec, self.max_points)
         if self.widget is not None:
-            status, picker, _, alerts, _ = self.widget.children
+            status, tools, _, alerts, _ = self.widget.children
+            picker = tools.children[0]
             status.value = self._status()
             alerts.value = alerts_html(self.alerts)
             shown = {m for p in panels for m in p.all_metrics}
@@ -303,9 +327,9 @@ class LiveMonitor(TrainerCallback):
                 picker.value = None
 
     def _status(self) -> str:
-        import html
-
         name = self._run_dir.name if self._run_dir else "run"
+        if self.progress is not None:
+            return html.escape(f"{name}: {self.progress.line()}")
         return html.escape(
             f"{name}: {self.stage or 'stage not known yet'}, step {self.step}, "
             f"{len(self.history)} metrics, {len(self.alerts)} alerts"
@@ -326,6 +350,14 @@ class LiveMonitor(TrainerCallback):
         with_data = [p for p in panels if any(m in self.history or f"eval_{m}" in self.history for m in p.all_metrics)]
         return with_data + [Panel(n, (n,)) for n in rest]
 
+    def page_figure(self):
+        """The static figure of every panel with data (monitor.html's, and the notebook's copy)."""
+        panels = self._page_panels()
+        plan = trace_plan(panels, self.history, self.smoothing)
+        title = f"{self._run_dir.name if self._run_dir else 'run'}: {self.stage or 'training'}, step {self.step}"
+        alerts = [a.step for a in self.alerts]
+        return build_figure(panels, self.history, plan, max_points=self.max_points, alert_steps=alerts, title=title)
+
     def write_html(self, path: str | Path | None = None) -> Path | None:
         """Write the self-contained monitor.html (main process only); returns its path, None if not written."""
         target = Path(path) if path is not None else (self._run_dir / "monitor.html" if self._run_dir else None)
@@ -333,21 +365,18 @@ class LiveMonitor(TrainerCallback):
             return None
         self._last_html = self.clock()
         try:
-            panels = self._page_panels()
-            fig = build_figure(
-                panels,
-                self.history,
-                trace_plan(panels, self.history, self.smoothing),
-                max_points=self.max_points,
-                alert_steps=[a.step for a in self.alerts],
-            )
+            fig = self.page_figure()
             name = target.parent.name
             subtitle = (
                 f"stage: {self.stage or 'unknown'}; last step {self.step}; {len(self.history)} metrics; "
                 f"written {datetime.now():%Y-%m-%d %H:%M:%S}"
             )
             text = page_html(
-                fig, title=f"rlhf-lab monitor: {name}", subtitle=subtitle, alerts=self.alerts, samples=self.samples
+                fig,
+                title=f"rlhf-lab monitor: {name}",
+                subtitle=subtitle,
+                alerts=self.alerts,
+                samples=self.sample_history.page_html(),
             )
             atomic_write(target, text)  # a reader never sees half a page
             self.html_path = target
@@ -366,21 +395,6 @@ class LiveMonitor(TrainerCallback):
                 err,
                 exc_info=err,
             )
-
-
-def run_context(args: Any, state: Any, model: Any) -> dict[str, Any]:
-    """What the diagnostics' remedies need to know about the run: stage, learning rate, steps, model size."""
-    name = type(args).__name__.lower()
-    stage = next((s for s in defaults.LEARNING_RATES if name.startswith(s)), None)
-    context = {
-        "stage": stage,
-        "learning_rate": getattr(args, "learning_rate", None),
-        "steps": getattr(state, "max_steps", None),
-    }
-    if model is not None:
-        inner = getattr(model, "policy", model)
-        context.update(parameters=defaults.count_parameters(inner), lora=hasattr(inner, "peft_config"))
-    return context
 
 
 __all__ = ["Alert", "LiveMonitor", "Thresholds", "notebook_frontend"]

@@ -21,6 +21,7 @@ from rlhf_lab.monitor.panels import STAGE_PANELS, Panel, infer_stage
 from rlhf_lab.runs import read_jsonl
 
 DEFAULT_MAX_POINTS = 4000  # per trace on screen; plotly stays responsive well beyond this
+SMOOTH_NOTE = "<br><span style='font-size:11px;color:#777'>faint: raw, solid: smoothed (EMA)</span>"
 
 
 @dataclass
@@ -128,13 +129,15 @@ def build_figure(
     rows = math.ceil(len(panels) / cols)
     specs = [[{"secondary_y": bool(p.secondary)} for p in panels[r * cols : (r + 1) * cols]] for r in range(rows)]
     specs[-1] += [None] * (cols - len(specs[-1]))
+    smoothed = {s.panel for s in plan if s.kind == "smooth"}
     fig = make_subplots(
         rows=rows,
         cols=cols,
         specs=specs,
-        subplot_titles=[p.title for p in panels],
+        subplot_titles=[p.title + (SMOOTH_NOTE if i in smoothed else "") for i, p in enumerate(panels)],
         vertical_spacing=min(0.3 / rows, 0.12),
-        horizontal_spacing=0.08,
+        # a left panel's right axis needs room before the next panel's left axis
+        horizontal_spacing=0.16 if cols > 1 and any(p.secondary for p in panels[::2]) else 0.08,
     )
     colors, palette = {}, _palette()
     for spec in plan:
@@ -165,11 +168,12 @@ def build_figure(
     fig.update_layout(
         height=60 + 260 * rows,
         template="plotly_white",
-        margin={"l": 50, "r": 30, "t": 60, "b": 30},
-        title=title,
+        margin={"l": 50, "r": 30, "t": 95 if title else 60, "b": 30},  # a title sits above the panels' titles
+        title={"text": title, "y": 0.99, "yanchor": "top"} if title else None,
         legend={"orientation": "h", "y": -0.05 if rows > 1 else -0.2},
     )
     fig.update_xaxes(title_text=None)
+    fig.update_yaxes(tickformat="~g", hoverformat=".4~g")  # 0.05, not 0.0500000000745058051
     return go.FigureWidget(fig) if widget else fig
 
 
@@ -228,7 +232,7 @@ def page_html(fig, *, title: str, subtitle: str, alerts: Sequence[Any], samples:
     return (
         f"<!DOCTYPE html>\n<html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
         f"<style>{PAGE_CSS}</style></head><body><h2>{html.escape(title)}</h2><p>{html.escape(subtitle)}</p>"
-        f"<h3>Alerts</h3>{alerts_html(alerts)}{plot}<h3>Samples</h3>{samples_html(samples)}</body></html>\n"
+        f"<h3>Alerts</h3>{alerts_html(alerts)}{plot}<h3>Samples</h3>{samples}</body></html>\n"
     )
 
 
@@ -254,7 +258,7 @@ def plot_runs(
     """Overlay runs (RunResults, run folders or metrics.jsonl paths) metric by metric, one colour per run.
 
     `metrics`: the names to plot (default: the panels of the runs' stage that any run logged).
-    Returns a static plotly Figure.
+    Returns a static plotly Figure (a `LabFigure`: as a cell's value it survives HTML export).
     """
     import plotly.graph_objects as go
     from plotly.subplots import make_subplots
@@ -299,4 +303,7 @@ def plot_runs(
             )
             shown.add(name)
     fig.update_layout(height=60 + 260 * rows_n, template="plotly_white", title=title)
-    return fig
+    fig.update_yaxes(tickformat="~g", hoverformat=".4~g")
+    from rlhf_lab.monitor.static import LabFigure
+
+    return LabFigure(fig)  # a cell's value: drawn in JupyterLab and in exported HTML alike

@@ -5,7 +5,7 @@
 
 `regress(...)` is the whole command as a function (the tests call it); `add_regress_parser` wires
 it into the CLI. The output folder holds each executed notebook (`<name>.ipynb`, records in its
-metadata), its records (`<name>.records.json`), its working folder (`work/<name>/`: the run
+metadata) and its HTML export with every chart (`<name>.html`), its records (`<name>.records.json`), its working folder (`work/<name>/`: the run
 folders the notebook wrote), `results.json` and `report.html`. What is compared, and how, is in rlhf_lab/regress.py.
 """
 
@@ -193,7 +193,19 @@ def run_notebook(
         store_in_notebook(notebook, records)
         notebook.metadata["rlhf_lab"].update(parameters=parameters, seconds=round(seconds, 1))
         nbformat.write(notebook, executed)
+        export_html(executed)
     return NotebookRun(name, executed, seconds, records, failure)
+
+
+def export_html(executed: Path) -> Path:
+    """`<name>.html` beside an executed notebook: one page with every output, its charts drawn offline
+    (they carry plotly.js, `rlhf_lab.monitor.static`)."""
+    from nbconvert import HTMLExporter
+
+    body, _ = HTMLExporter().from_filename(str(executed))
+    target = executed.with_suffix(".html")
+    atomic_write(target, body)
+    return target
 
 
 def run_notebooks(
@@ -306,7 +318,8 @@ def html_report(runs: list[NotebookRun], checks: list[Check], profile: str, wall
         for c, r in zip(checks, rows(checks))
     )
     times = "".join(
-        f"<li><a href='{e(r.executed.name)}'>{e(r.name)}</a>: {'ok' if r.ok else 'FAILED'} in {r.seconds:.1f} s</li>"
+        f"<li><a href='{e(r.executed.with_suffix('.html').name)}'>{e(r.name)}</a> "
+        f"(<a href='{e(r.executed.name)}'>notebook</a>): {'ok' if r.ok else 'FAILED'} in {r.seconds:.1f} s</li>"
         for r in runs
     )
     failures = "".join(
@@ -328,10 +341,6 @@ def demo(out: str | os.PathLike = "runs/demo", notebooks_dir: str | os.PathLike 
     compared with its full-profile baselines; `out` gets the executed notebook and its HTML export."""
     code = regress(["00_quickstart"], "full", notebooks_dir=notebooks_dir, out=out, log=log)
     executed = Path(out) / "00_quickstart.ipynb"
-    if executed.exists():
-        from nbconvert import HTMLExporter
-
-        body, _ = HTMLExporter().from_filename(str(executed))
-        atomic_write(executed.with_suffix(".html"), body)
+    if executed.exists():  # run_notebook exported it beside the notebook
         log(f"demo: {executed.with_suffix('.html')}")
     return code

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import copy
 import importlib
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +18,7 @@ from rlhf_lab.config import ConfigError
 from rlhf_lab.data import load_prompts
 from rlhf_lab.models import Policy, as_policy, load_policy, load_reward_model, tiny_model
 from rlhf_lab.monitor.live import LiveMonitor
+from rlhf_lab.monitor.progress import ProgressLine
 from rlhf_lab.rewards import is_model_pair
 from rlhf_lab.runs import Run, is_run, load_run
 from rlhf_lab.tasks import Task, task
@@ -33,7 +35,34 @@ def start_run(stage: str, config, callbacks: list | None = None) -> Run:
         callbacks.append(monitor)
     if monitor is not None:
         monitor.finished_by_run = True  # `run.finish` draws monitor.html once, with the samples
+        callbacks.insert(callbacks.index(monitor) + 1, ProgressLine(monitor))  # after it: the widget exists
     return Run(stage, config, callbacks=callbacks, monitor=monitor)
+
+
+TRL_PRINTERS = ("PrinterCallback", "ProgressCallback", "NotebookProgressCallback")
+
+
+def run_trainer(run: Run, trainer: Any) -> None:
+    """`trainer.train()` as every stage runs it (TRL's trainers and our PPO engine):
+
+    - with a monitor, TRL's printers and progress bars make way for the run's one progress line;
+    - a Stop (`monitor.stop()`) ends training after the current step, through the trainer's own control
+      flow; `run.finish` then records "stopped_at";
+    - a KeyboardInterrupt (the kernel's interrupt) ends training where it is; `run.finish` still writes the
+      complete run folder, marked interrupted, and then raises KeyboardInterrupt again.
+    """
+    handler = getattr(trainer, "callback_handler", None)
+    if run.monitor is not None and handler is not None:
+        for callback in [c for c in handler.callbacks if type(c).__name__ in TRL_PRINTERS]:
+            trainer.remove_callback(callback)
+    try:
+        trainer.train()
+    except KeyboardInterrupt:
+        run.ended = "interrupted"
+        print(f"{run.stage}: interrupted at step {trainer.state.global_step}; saving {run.path}", file=sys.stderr)
+        return
+    if run.monitor is not None and run.monitor.stop_requested:
+        run.ended = "stopped"
 
 
 def resolve_policy(model: Any, config) -> tuple[Policy, bool]:

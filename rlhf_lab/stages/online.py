@@ -36,7 +36,7 @@ from rlhf_lab.models.chat import to_messages
 from rlhf_lab.models.lora import lora_config
 from rlhf_lab.rewards import as_scorer, is_model_pair
 from rlhf_lab.runs import RunResult
-from rlhf_lab.stages.common import resolve_prompts, resolve_reward, start_run
+from rlhf_lab.stages.common import resolve_prompts, resolve_reward, run_trainer, start_run
 from rlhf_lab.stages.plan import announce
 from rlhf_lab.stages.reference import borrowed, last_values, policy_and_reference, release
 
@@ -326,7 +326,7 @@ def train_online(
             peft_config=lora_config(spec, "causal") if spec else None,
             callbacks=[*run.callbacks, samples],
         )
-        trainer.train()
+        run_trainer(run, trainer)
     policy_bundle.model = release(trainer.model)
     summary = {
         "reference": reference_kind,

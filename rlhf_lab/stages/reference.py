@@ -20,7 +20,7 @@ from rlhf_lab.config import ConfigError
 from rlhf_lab.models import Policy, as_policy
 from rlhf_lab.models.lora import lora_config
 from rlhf_lab.runs import RunResult
-from rlhf_lab.stages.common import lora_spec, policy_samples, resolve_policy, start_run
+from rlhf_lab.stages.common import lora_spec, policy_samples, resolve_policy, run_trainer, start_run
 from rlhf_lab.stages.plan import announce
 
 
@@ -199,7 +199,7 @@ def train_with_reference(
             peft_config=peft_config,
             callbacks=run.callbacks,
         )
-        trainer.train()
+        run_trainer(run, trainer)
         eval_metrics = trainer.evaluate() if evaluation is not None else None
     policy.model = release(trainer.model)
     samples = policy_samples(policy, config.num_samples)

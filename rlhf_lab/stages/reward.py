@@ -39,7 +39,7 @@ from rlhf_lab.models import RewardModel, load_reward_model, tiny_model
 from rlhf_lab.models.lora import apply_lora
 from rlhf_lab.rewards import AGGREGATES, RewardEnsemble
 from rlhf_lab.runs import RewardRun, RunResult, is_run, load_run
-from rlhf_lab.stages.common import check_not_empty, lora_spec, resolve_data, start_run
+from rlhf_lab.stages.common import check_not_empty, lora_spec, resolve_data, run_trainer, start_run
 from rlhf_lab.stages.plan import announce
 from rlhf_lab.stages.reference import release
 from rlhf_lab.stages.reward_ensemble import train_ensemble
@@ -241,7 +241,7 @@ def _train_one(backbone, train, held_out, held_out_from, config: RewardConfig, *
         processing_class=copy.deepcopy(rm.tokenizer),
         callbacks=run.callbacks,
     )
-    trainer.train()
+    run_trainer(run, trainer)
     rm.model = release(trainer.model)  # no instance patches left behind (see reference.release)
     if config.normalize:
         _normalize(rm, train, config)

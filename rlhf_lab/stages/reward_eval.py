@@ -33,6 +33,7 @@ from typing import Any
 
 import numpy as np
 
+from rlhf_lab.monitor.progress import track
 from rlhf_lab.rewards import as_scorer
 
 METRICS = (
@@ -124,7 +125,11 @@ def score_pairs(rm: Callable, prefs: Any, *, batch_size: int = 16) -> PairScores
                 texts.append(text)
             sides[side].append(index[key])
             pair_texts[side].append(text)
-    scores = as_scorer(rm, batch_size=batch_size)(prompts, texts)
+    scorer, chunk = as_scorer(rm, batch_size=batch_size), 4 * batch_size  # whole batches: the same scores
+    parts = [
+        scorer(prompts[i : i + chunk], texts[i : i + chunk]) for i in track(range(0, len(texts), chunk), "scoring")
+    ]
+    scores = np.concatenate([np.asarray(part, dtype=np.float64) for part in parts]) if parts else np.zeros(0)
     return PairScores(
         prompts=pair_prompts,
         chosen=pair_texts["chosen"],

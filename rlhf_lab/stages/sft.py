@@ -18,7 +18,15 @@ from rlhf_lab.data import load_sft
 from rlhf_lab.defaults import derived_rate
 from rlhf_lab.models.lora import apply_lora
 from rlhf_lab.runs import RunResult
-from rlhf_lab.stages.common import check_not_empty, lora_spec, policy_samples, resolve_data, resolve_policy, start_run
+from rlhf_lab.stages.common import (
+    check_not_empty,
+    lora_spec,
+    policy_samples,
+    resolve_data,
+    resolve_policy,
+    run_trainer,
+    start_run,
+)
 from rlhf_lab.stages.plan import announce
 from rlhf_lab.stages.reference import release
 from rlhf_lab.stages.trl_config import TRLStageConfig
@@ -76,7 +84,7 @@ def sft(
         processing_class=tokenizer,
         callbacks=run.callbacks,
     )
-    trainer.train()
+    run_trainer(run, trainer)
     # TRL's instance patches off: a later deepcopy (the next stage's private copy) must run its own weights
     policy.model = release(trainer.model)
     samples = policy_samples(policy, config.num_samples)

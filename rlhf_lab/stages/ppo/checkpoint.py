@@ -118,3 +118,16 @@ def _to_json(value: Any) -> Any:
 
 def _from_json(value: Any) -> Any:
     return tuple(_from_json(v) for v in value) if isinstance(value, list) else value
+
+
+def restore(trainer: Any, state: dict[str, Any]) -> None:
+    """Continue a `PPOTrainer` from a loaded checkpoint's state.json (weights and optimizer already loaded)."""
+    trainer.start_update = int(state["update"])
+    trainer.kl_ctl.load_state_dict(state["kl_controller"])
+    if trainer.norm is not None and state.get("reward_norm"):
+        trainer.norm.load_state_dict(state["reward_norm"])
+    trainer.state.log_history = list(state["log_history"])
+    trainer.state.global_step = trainer.start_update
+    trainer.samples = list(state["samples"])
+    trainer.nonfinite_in_a_row = int(state.get("nonfinite_in_a_row", 0))
+    trainer.generator.sync(trainer.actor.policy)

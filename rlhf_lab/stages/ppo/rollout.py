@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import copy
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, fields
 from typing import Any
 
@@ -148,10 +148,27 @@ def _stop_index(tokenizer: Any, ids: list[int], stop: Sequence[str]) -> tuple[in
     return None, text  # unreachable: the full text holds a stop string
 
 
+class TokenCounter:
+    """A transformers streamer that only counts: generate calls `put` with the prompt, then once per new
+    token (for the whole batch), and `end` at the end."""
+
+    def __init__(self, progress: Callable[[str], None], max_new_tokens: int) -> None:
+        self.progress, self.max_new_tokens, self.calls = progress, max_new_tokens, 0
+
+    def put(self, value: Tensor) -> None:
+        if self.calls:
+            self.progress(f"rollout {self.calls}/{self.max_new_tokens} tokens")
+        self.calls += 1
+
+    def end(self) -> None:
+        pass
+
+
 class HFGenerator:
     """transformers `generate` with the KV cache; sampling settings fixed for the whole run."""
 
     name = "hf"
+    progress: Callable[[str], None] | None = None  # told "rollout n/max tokens" as tokens are sampled
 
     def __init__(
         self, tokenizer: Any, *, max_new_tokens: int, temperature: float, top_k: int = 0, top_p: float = 1.0
@@ -176,7 +193,10 @@ class HFGenerator:
         was_training = model.training
         model.eval()
         try:
-            tokens = model.generate(input_ids=query_ids, attention_mask=query_mask, generation_config=self.config)
+            streamer = None if self.progress is None else TokenCounter(self.progress, self.config.max_new_tokens)
+            tokens = model.generate(
+                input_ids=query_ids, attention_mask=query_mask, generation_config=self.config, streamer=streamer
+            )
         finally:
             model.train(was_training)
         return tokens[:, query_ids.shape[1] :]

@@ -23,9 +23,9 @@ from rlhf_lab.models import as_reward_model
 from rlhf_lab.models.lora import apply_lora
 from rlhf_lab.rewards import RewardFunction, as_scorer
 from rlhf_lab.runs import RunResult
-from rlhf_lab.stages.common import resolve_prompts, resolve_reward, start_run
+from rlhf_lab.stages.common import resolve_prompts, resolve_reward, run_trainer, start_run
 from rlhf_lab.stages.plan import announce
-from rlhf_lab.stages.ppo.checkpoint import find_checkpoint, load_checkpoint
+from rlhf_lab.stages.ppo.checkpoint import find_checkpoint, load_checkpoint, restore
 from rlhf_lab.stages.ppo.config import PPOConfig
 from rlhf_lab.stages.ppo.model import ActorCritic, ValueHead, disable_dropout
 from rlhf_lab.stages.ppo.trainer import PPOTrainer
@@ -90,10 +90,12 @@ def ppo(
         )
         if checkpoint is not None:
             state = load_checkpoint(checkpoint, trainer.actor, trainer.optimizer, trainer.scheduler)
-            trainer.restore(state)
+            restore(trainer, state)
             for row in state["log_history"]:  # the resumed run's metrics.jsonl starts as the original's did
                 run.log(row)
-        trainer.train()
+        run_trainer(run, trainer)
+        if run.ended == "interrupted" and trainer.start_update < trainer.completed == trainer.state.global_step:
+            trainer.save_checkpoint(trainer.completed)  # resume_from continues after the last finished update
     actor = trainer.actor
     actor.eval()
     bundle.model = actor.policy

@@ -1,22 +1,17 @@
 """The PPO loop: roll out, score, shape rewards with KL, estimate advantages, update in minibatches.
 
-One update (`PPOTrainer.step`):
+One update (`PPOTrainer.step`): (1) sample completions for the next `batch_size` prompts (a seeded
+shuffle per pass; each process its own slice) and run the actor-critic and the reference over them
+without gradients; (2) score them (normalization, clipping, missing-EOS penalty) and build the
+per-token rewards -β·KL_t + score and GAE targets; (3) `ppo_epochs` passes over shuffled minibatches
+(clipped surrogate + value loss − entropy bonus, accumulation, grad-norm clipping; early stop past
+`max_approx_kl`); (4) update β, all-reduce the metrics and emit the transformers callback events
+(`on_log`, `on_step_end`, and `on_progress` within an update), so every stage's monitor serves PPO.
 
-1. take the next `batch_size` prompts (a seeded shuffle per pass over the prompts; each process
-   takes its own slice), sample completions (`rollout`), and run the actor-critic and the
-   reference over them without gradients: old log-probs, values, reference log-probs;
-2. score the completions (reward normalization, clipping, missing-EOS penalty), and build the
-   per-token rewards -β·KL_t + score (`advantages.token_rewards`) and GAE targets;
-3. `ppo_epochs` passes over shuffled minibatches: clipped surrogate + vf_coef·value loss −
-   entropy_coef·entropy, gradient accumulation, global grad-norm clipping; an epoch whose mean
-   approx-KL passes `max_approx_kl` ends the update early;
-4. update β (adaptive KL), all-reduce the metrics across processes and emit them through the
-   transformers callback events (`on_log`, `on_step_end`), so the TRL stages' monitors work as is.
-
-A non-finite advantage, loss or gradient norm skips the (rest of the) update and logs
-`train/skipped_nonfinite`; three updates in a row abort with an error that names what went bad.
-Each update reseeds torch from (seed, update, process), so a resumed run samples exactly what an
-uninterrupted one would.
+A non-finite advantage, loss or gradient norm skips the update (`train/skipped_nonfinite`); three in a
+row abort with an error naming it. Each update reseeds torch from (seed, update, process), so a resumed
+run samples what an uninterrupted one would. A Stop ends the run after an update; an interrupt during
+the optimization is held until the update ends, so the weights are always a finished update's.
 """
 
 from __future__ import annotations
@@ -32,7 +27,7 @@ from transformers import TrainerControl, TrainerState
 from rlhf_lab.models.chat import tokenize_prompts
 from rlhf_lab.rewards import RewardFunction, RunningNorm
 from rlhf_lab.stages.ppo.advantages import gae, masked_mean, token_rewards
-from rlhf_lab.stages.ppo.callbacks import Callbacks
+from rlhf_lab.stages.ppo.callbacks import Callbacks, InterruptGuard
 from rlhf_lab.stages.ppo.checkpoint import save_checkpoint
 from rlhf_lab.stages.ppo.kl import AdaptiveKLController, FixedKLController
 from rlhf_lab.stages.ppo.losses import explained_variance, policy_loss, value_loss
@@ -108,6 +103,8 @@ class PPOTrainer:
             optimizer=self.optimizer,
             lr_scheduler=self.scheduler,
         )
+        self.generator.progress = self.callbacks.progress  # rollout tokens as they are sampled
+        self.guard = InterruptGuard()
         self.samples: list[dict] = []
         self.nonfinite_in_a_row = 0
         self.start_update = 0
@@ -189,6 +186,7 @@ class PPOTrainer:
         torch.manual_seed(config.seed * 1_000_003 + update * 101 + self.accelerator.process_index)
         started = time.perf_counter()
         rollout = self.rollout(self.batch_prompts(update))
+        self.callbacks.progress("scoring")
         old = self.evaluate(rollout)
         scores, raw, parts = self.score(rollout)
         mask = rollout.response_mask
@@ -200,6 +198,7 @@ class PPOTrainer:
         rollout_s = time.perf_counter() - started
 
         started = time.perf_counter()
+        self.guard.hold()  # from here on the update changes weights: an interrupt waits for its end
         bad = None if torch.isfinite(advantages).all() and torch.isfinite(returns).all() else "advantages"
         stats, epochs = ({}, 0) if self._any(bad) else self.optimize(rollout, old, advantages, returns, update)
         bad = bad or stats.pop("nonfinite", None)
@@ -260,6 +259,7 @@ class PPOTrainer:
         params = [p for p in self.model.parameters() if p.requires_grad]
         self.model.train()
         for _epoch in range(config.ppo_epochs):
+            self.callbacks.progress(f"epoch {_epoch + 1}/{config.ppo_epochs}")
             epoch_kl = []
             order = torch.randperm(len(rollout), generator=shuffle)
             for micro, start in enumerate(range(0, len(rollout), config.mini_batch_size)):
@@ -340,17 +340,23 @@ class PPOTrainer:
     def train(self) -> None:
         config = self.config
         self.callbacks.on_train_begin(config, self.state, self.control)
+        self.completed = self.start_update  # updates whose weights, metrics and checkpoint are all done
         for update in range(self.start_update, config.total_updates):
-            logs = self.step(update)
-            self.generator.sync(self.actor.policy)
-            self.state.global_step = update + 1
-            self.state.epoch = logs["episode"] / max(1, len(self.prompts))
-            self.callbacks.on_step_end(config, self.state, self.control)
-            if (update + 1) % config.logging_steps == 0 or update + 1 == config.total_updates:
-                self.state.log_history.append({**logs, "step": update + 1})
-                self.callbacks.on_log(config, self.state, self.control, {**logs, "samples": self.latest_samples})
-            if config.save_every and (update + 1) % config.save_every == 0:
-                self.save_checkpoint(update + 1)
+            with self.guard:
+                logs = self.step(update)
+                self.generator.sync(self.actor.policy)
+                self.state.global_step = update + 1
+                self.state.epoch = logs["episode"] / max(1, len(self.prompts))
+                self.control = self.callbacks.on_step_end(config, self.state, self.control)
+                stop = self.control.should_training_stop  # monitor.stop(): a clean end after this update
+                if (update + 1) % config.logging_steps == 0 or update + 1 == config.total_updates:
+                    self.state.log_history.append({**logs, "step": update + 1})
+                    self.callbacks.on_log(config, self.state, self.control, {**logs, "samples": self.latest_samples})
+                if stop or (config.save_every and (update + 1) % config.save_every == 0):
+                    self.save_checkpoint(update + 1)
+                self.completed = update + 1
+            if stop:
+                break
         self.callbacks.on_train_end(config, self.state, self.control)
 
     def save_checkpoint(self, update: int) -> None:
@@ -365,18 +371,6 @@ class PPOTrainer:
             }
             save_checkpoint(self.output_dir, update, self.actor, self.optimizer, self.scheduler, state)
         self.accelerator.wait_for_everyone()
-
-    def restore(self, state: dict) -> None:
-        """Continue from a loaded checkpoint's state.json (weights and optimizer are already loaded)."""
-        self.start_update = int(state["update"])
-        self.kl_ctl.load_state_dict(state["kl_controller"])
-        if self.norm is not None and state.get("reward_norm"):
-            self.norm.load_state_dict(state["reward_norm"])
-        self.state.log_history = list(state["log_history"])
-        self.state.global_step = self.start_update
-        self.samples = list(state["samples"])
-        self.nonfinite_in_a_row = int(state.get("nonfinite_in_a_row", 0))
-        self.generator.sync(self.actor.policy)
 
     # ---- what finish_run needs --------------------------------------------------------------------
 
