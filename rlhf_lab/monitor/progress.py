@@ -68,6 +68,8 @@ class ProgressLine(TrainerCallback):
     # ---- events ---------------------------------------------------------------------------------
 
     def on_train_begin(self, args, state, control, **kwargs):
+        if not getattr(state, "is_world_process_zero", True):
+            self.mode = "quiet"  # under accelerate launch one process speaks
         self.total = getattr(state, "max_steps", None) or None
         self.step = int(getattr(state, "global_step", 0) or 0)
         self._first_step_at = (self.clock(), self.step)

@@ -88,7 +88,7 @@ class PPOConfig(OnlineConfig, LabConfig, RunConfig):
         metadata={"help": "The run folder (default: runs/ppo-<time>)."},
     )
     # --- schedule and batch shape ---------------------------------------------------------------
-    total_updates: int = field(default=100, metadata={"help": "PPO updates (one rollout of batch_size prompts each)."})
+    total_updates: int = field(default=40, metadata={"help": "PPO updates (one rollout of batch_size prompts each)."})
     batch_size: int = field(default=16, metadata={"help": "Prompts rolled out per update."})
     mini_batch_size: int = field(
         default=4, metadata={"help": "Rollouts per forward/backward pass; batch_size must divide evenly."}
