@@ -258,3 +258,18 @@ def test_two_tiny_models_end_to_end(tiny_policy, store):
             stored = store.get_item(store.add_item(**item))
             assert stored.models == item["metadata"]["models"]
             assert sorted(stored.models) == sorted([tiny_policy.name, other.name])
+
+
+def test_a_slow_first_pair_shows_progress_while_it_is_prepared(capsys):
+    slow = FakePolicy("slow", delay=0.8)  # two samples per item: 1.6 s before the first one is ready
+    with PairGenerator(slow, ["Say hi.", "Name a colour."], prefetch=1) as pairs:
+        first = next(pairs)
+    assert first["prompt"] == "Say hi."
+    err = capsys.readouterr().err
+    assert "labelling: pair 0/2" in err and "preparing pair 1 of 2" in err, err
+    assert "labelling: pair 0/2" in err and "ready" in err.splitlines()[-1], err
+
+    fast = FakePolicy("fast")
+    with PairGenerator(fast, ["Say hi."], prefetch=1) as pairs:
+        next(pairs)
+    assert "labelling" not in capsys.readouterr().err, "a quick item needs no progress line"

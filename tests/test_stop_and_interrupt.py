@@ -171,3 +171,13 @@ def test_trl_printers_make_way_for_the_progress_line(tmp_path, capsys):
     with_monitor = run(True)
     assert "{'loss'" not in with_monitor.out and "{'loss'" not in with_monitor.err
     assert "sft: step 2/2" in with_monitor.err
+
+
+def test_long_calls_outside_training_say_where_they_are(capsys):
+    from rlhf_lab.monitor.progress import track
+
+    assert list(track(range(0, 12, 4), "sampling")) == [0, 4, 8]
+    lines = capsys.readouterr().err.splitlines()
+    assert lines[0].startswith("sampling: batch 0/3 | 0s elapsed") and lines[0].endswith("starting"), lines
+    assert lines[-1].startswith("sampling: batch 3/3") and lines[-1].endswith("done"), lines
+    assert len(lines) == 2, "a log file gets the start and the end, not every batch"

@@ -38,11 +38,13 @@ import logging
 import queue
 import random
 import threading
+import time
 from collections.abc import Iterable, Iterator, Mapping, Sequence, Sized
 from typing import Any
 
 from rlhf_lab.labeling.active import disagreement, uncertainty
 from rlhf_lab.labeling.agreement import WinRate
+from rlhf_lab.monitor.progress import ProgressLine
 from rlhf_lab.rewards import as_scorer
 
 log = logging.getLogger(__name__)
@@ -142,15 +144,29 @@ class PairGenerator:
         return got
 
     def _take(self) -> Any:
-        # Poll rather than block for good, so a close() from another thread ends the wait.
-        while True:
-            try:
-                return self._queue.get(timeout=0.1)
-            except queue.Empty:
-                if self._stop.is_set():
-                    return _DONE
-                if not self._thread.is_alive() and self._queue.empty():
-                    raise RuntimeError("PairGenerator: the worker thread ended without a result") from None
+        # Poll rather than block for good, so a close() from another thread ends the wait; a wait over a
+        # second shows a progress line ("preparing pair 3 of 12"), so a slow model is never silence.
+        started, progress = time.monotonic(), None
+        try:
+            while True:
+                try:
+                    return self._queue.get(timeout=0.1)
+                except queue.Empty:
+                    if self._stop.is_set():
+                        return _DONE
+                    if not self._thread.is_alive() and self._queue.empty():
+                        raise RuntimeError("PairGenerator: the worker thread ended without a result") from None
+                    if progress is None and time.monotonic() - started > 1.0:
+                        progress = ProgressLine(name="labelling", unit="pair")
+                        of = f" of {self._total}" if self._total is not None else ""
+                        progress.begin(self._total, doing=f"preparing pair {self._yielded + 1}{of}")
+                        progress.step = self._yielded
+                    elif progress is not None:
+                        progress.show()
+        finally:
+            if progress is not None:
+                progress.advance(self._yielded, "ready", force=True)
+                progress.close()
 
     @property
     def ready(self) -> int:

@@ -91,7 +91,7 @@ class ProgressLine(TrainerCallback):
         }  # the end-of-training summary log (train_runtime, total_flos...) leaves the last metrics shown
         if values:
             self.metrics.update(values)
-            self.show(force=True, logged=True)
+            self.show(force=True)
 
     def on_progress(self, text: str) -> None:
         """What the current step is doing (the PPO engine calls this inside an update)."""
@@ -138,7 +138,7 @@ class ProgressLine(TrainerCallback):
             parts.append(self.doing)
         return " | ".join(parts)
 
-    def show(self, *, force: bool = False, logged: bool = False) -> None:
+    def show(self, *, force: bool = False) -> None:
         now = self.clock()
         if not force and now - self._last_shown < self.every_s:
             return
@@ -146,7 +146,7 @@ class ProgressLine(TrainerCallback):
         text = self.line()
         self.history = [*self.history[-49:], text]
         try:
-            self._render(text, logged)
+            self._render(text, force)
         except Exception:  # a display problem must never stop training
             self.mode = "quiet"
 
@@ -157,7 +157,7 @@ class ProgressLine(TrainerCallback):
             return "display"
         return "tqdm" if sys.stderr.isatty() else "lines"
 
-    def _render(self, text: str, logged: bool) -> None:
+    def _render(self, text: str, forced: bool) -> None:
         self.mode = self.mode or self._pick_mode()
         if self.mode == "widget":
             self.monitor.widget.children[0].value = html.escape(text)
@@ -172,7 +172,7 @@ class ProgressLine(TrainerCallback):
                 self._displayed = True
         elif self.mode == "tqdm":
             self._tqdm(text)
-        elif self.mode == "lines" and (logged or self.doing in ("starting", "training", "done")):
+        elif self.mode == "lines" and forced:  # a log file: the start, each log and the end, not every step
             print(text, file=sys.stderr, flush=True)
 
     def begin(self, total: int | None, doing: str = "starting") -> None:
@@ -180,9 +180,9 @@ class ProgressLine(TrainerCallback):
         self.total, self.step, self.doing, self._first_step_at = total, 0, doing, (self.clock(), 0)
         self.show(force=True)
 
-    def advance(self, step: int, doing: str = "") -> None:
+    def advance(self, step: int, doing: str = "", *, force: bool = False) -> None:
         self.step, self.doing = step, doing
-        self.show(force=step == self.total)
+        self.show(force=force or step == self.total)
 
     def close(self) -> None:
         if self._bar is not None:
@@ -206,7 +206,8 @@ def track(items: Sequence[T], name: str, unit: str = "batch", *, every_s: float 
     try:
         for i, item in enumerate(items):
             yield item
-            line.advance(i + 1)
+            line.step = i + 1
+            line.show()
         line.advance(len(items), "done")
     finally:
         line.close()
