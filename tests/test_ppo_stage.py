@@ -6,6 +6,7 @@ import math
 
 import pytest
 import torch
+from run_helpers import assert_same_run
 from transformers import TrainerCallback
 
 import rlhf_lab as lab
@@ -321,13 +322,7 @@ def test_killed_and_resumed_run_matches_an_uninterrupted_one(tiny_policy, tmp_pa
     resumed = lab.ppo(
         tiny_policy, vowels, PROMPTS, config(tmp_path, "killed", **settings), resume_from=tmp_path / "killed"
     )
-    a, b = whole.metrics, resumed.metrics
-    assert list(a["step"]) == list(b["step"]) == [1, 2, 3, 4]
-    for column in a.columns:
-        if not column.startswith(TIMING):
-            assert b[column].tolist() == pytest.approx(a[column].tolist(), abs=1e-5, nan_ok=True), column
-    for p, q in zip(whole.model.parameters(), resumed.model.parameters()):
-        assert torch.allclose(p, q, atol=1e-6)
+    assert_same_run(whole, resumed, 4)
     assert resumed.summary["resumed_from"].endswith("update-000002")
 
 

@@ -8,6 +8,7 @@ import nbformat
 import numpy as np
 import plotly.graph_objects as go
 import pytest
+from run_helpers import execute_notebook
 
 from rlhf_lab.monitor import static
 from rlhf_lab.monitor.live import LiveMonitor
@@ -108,15 +109,7 @@ NOTEBOOK = [
 @pytest.fixture(scope="module")
 def executed(tmp_path_factory):
     """A notebook with one monitor and one plot_runs call, executed headless as papermill would."""
-    from nbclient import NotebookClient
-
-    folder = tmp_path_factory.mktemp("static-nb")
-    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(src) for src in NOTEBOOK])
-    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
-    NotebookClient(nb, timeout=120, kernel_name="python3", resources={"metadata": {"path": str(folder)}}).execute()
-    path = folder / "executed.ipynb"
-    nbformat.write(nb, path)
-    return path
+    return execute_notebook(NOTEBOOK, tmp_path_factory.mktemp("static-nb"), timeout=120)
 
 
 def chart_outputs(nb):

@@ -10,14 +10,13 @@ import textwrap
 import time
 
 import pytest
-import torch
+from run_helpers import assert_same_run
 from transformers import TrainerCallback
 
 import rlhf_lab as lab
 from rlhf_lab.stages.ppo.callbacks import InterruptGuard
 
 PROMPTS = ["Say hi.", "Name a colour.", "Count to three.", "Pick a fruit."]
-TIMING = ("time/", "throughput/")
 
 
 def vowels(prompts, completions):
@@ -55,13 +54,7 @@ def test_stop_after_update_2_leaves_a_complete_run_that_resumes_exactly(tmp_path
     assert reloaded.summary["stopped_at"] == 2 and list(reloaded.metrics["step"]) == [1, 2]
 
     resumed = lab.ppo(policy, vowels, PROMPTS, ppo_config(tmp_path, "stopped"), resume_from=folder)
-    a, b = whole.metrics, resumed.metrics
-    assert list(a["step"]) == list(b["step"]) == [1, 2, 3, 4]
-    for column in a.columns:
-        if not column.startswith(TIMING):
-            assert b[column].tolist() == pytest.approx(a[column].tolist(), abs=1e-5, nan_ok=True), column
-    for p, q in zip(whole.model.parameters(), resumed.model.parameters()):
-        assert torch.allclose(p, q, atol=1e-6)
+    assert_same_run(whole, resumed, 4)
     assert "stopped_at" not in resumed.summary
 
 

@@ -7,10 +7,9 @@
 from __future__ import annotations
 
 import time
-from pathlib import Path
 
-import nbformat
 import pytest
+from run_helpers import execute_notebook
 
 pytestmark = pytest.mark.browser
 
@@ -23,17 +22,6 @@ CELLS = [
     "import numpy as np\nmon = lab.LiveMonitor(stage='ppo', output_dir='runs/kl')\nfor s in range(1, 4):\n"
     "    mon.log(s, {'objective/kl': 0.1 * s, 'objective/kl_coef': float(np.float32(0.05))})\nmon.finish()",
 ]
-
-
-def execute(folder: Path) -> Path:
-    from nbclient import NotebookClient
-
-    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(src) for src in CELLS])
-    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
-    NotebookClient(nb, timeout=300, kernel_name="python3", resources={"metadata": {"path": str(folder)}}).execute()
-    path = folder / "executed.ipynb"
-    nbformat.write(nb, path)
-    return path
 
 
 def drawn_charts(page) -> int:
@@ -59,7 +47,7 @@ def test_executed_notebook_charts_draw_in_the_html_export_and_in_jupyterlab(
     from nbconvert import HTMLExporter
 
     monkeypatch.setenv("RLHF_LAB_MONITOR", "html")  # as papermill runs it: no widget, the static copy only
-    executed = execute(lab_server.notebook_dir)
+    executed = execute_notebook(CELLS, lab_server.notebook_dir)
     body, _ = HTMLExporter().from_filename(str(executed))
     export = executed.with_suffix(".html")
     export.write_text(body)

@@ -9,6 +9,7 @@ import time
 
 import nbformat
 import pytest
+from run_helpers import assert_same_run
 
 import rlhf_lab as lab
 
@@ -83,9 +84,4 @@ def test_stop_button_ends_ppo_cleanly_and_the_run_resumes_exactly(lab_server, pa
                     lab.PPOConfig(output_dir=str(tmp_path / "whole"), total_updates=total, monitor=False, **SETTINGS))  # fmt: skip
     resumed = lab.ppo(policy, length_reward, PROMPTS,
                       lab.PPOConfig(output_dir=str(out), total_updates=total, monitor=False, **SETTINGS), resume_from=out)  # fmt: skip
-    assert list(resumed.metrics["step"]) == list(range(1, total + 1))
-    for column in whole.metrics.columns:
-        if not column.startswith(("time/", "throughput/")):
-            assert resumed.metrics[column].tolist() == pytest.approx(
-                whole.metrics[column].tolist(), abs=1e-5, nan_ok=True
-            ), column
+    assert_same_run(whole, resumed, total)
