@@ -40,7 +40,6 @@ DESIGN_METRICS = [
     "throughput/tokens_per_s",
     "objective/kl_coef",
 ]
-TIMING = ("time/", "throughput/")
 
 
 def vowels(prompts, completions):
