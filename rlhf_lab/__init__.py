@@ -58,6 +58,7 @@ _EXPORTS = {
     "suggest": "stages.plan",
     "RunResult": "runs",
     "load_run": "runs",
+    "export": "export",
     # watch
     "LiveMonitor": "monitor.live",
     "plot_runs": "monitor.plots",

@@ -5,6 +5,7 @@
     <run>/samples.jsonl   prompts, completions (and rewards when there are any)
     <run>/summary.json    final figures
     <run>/monitor.html    the live monitor's page (the monitor writes it with `atomic_write`)
+    <run>/README.md       the model card (`rlhf_lab.cards`)
     <run>/model/          safetensors weights (adapters only with LoRA; base/: a base not loadable by name)
     <run>/run.json        last: the kind ("policy", "reward", "ensemble") and what reloading needs
 
@@ -14,7 +15,7 @@ which writes the files and returns the `RunResult`. `load_run(path)` reads any f
 through `LOADERS`, keyed by run.json's kind. Every file but metrics.jsonl is replaced atomically
 (`atomic_write`), so an interrupted run never leaves half a summary, config or manifest.
 
-Foundation: imports config, models and rewards only, and torch, transformers and pandas only where
+Foundation: imports config, cards, models and rewards only, and torch, transformers and pandas only where
 they are needed, so writing a file atomically stays cheap.
 """
 
@@ -33,6 +34,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from rlhf_lab import __version__
+from rlhf_lab.cards import model_card
 from rlhf_lab.config import to_yaml
 
 if TYPE_CHECKING:
@@ -41,7 +43,7 @@ if TYPE_CHECKING:
 
 MANIFEST = "run.json"
 # Removed when a folder is reused, run.json first: a half-replaced run never looks finished.
-RUN_FILES = (MANIFEST, "metrics.jsonl", "summary.json", "samples.jsonl", "config.yaml", "monitor.html")
+RUN_FILES = (MANIFEST, "metrics.jsonl", "summary.json", "samples.jsonl", "config.yaml", "monitor.html", "README.md")
 LEGACY_ENSEMBLE = "ensemble.json"  # how ensembles marked a finished folder before run.json had kind "ensemble"
 
 
@@ -228,6 +230,7 @@ class Run:
         kind = "reward" if isinstance(bundle, RewardModel) else "policy"
         if self.is_main:
             write_json(self.path / "summary.json", full)
+            atomic_write(self.path / "README.md", model_card(full, self.config))  # the model card
             self.write_manifest(kind, adapter=base is not None, base=base)
         if self.ended == "interrupted":  # the folder is complete: now stop the notebook as an interrupt does
             raise KeyboardInterrupt(f"{self.stage} interrupted at step {full['steps']}; lab.load_run('{self.path}')")

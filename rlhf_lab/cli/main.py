@@ -20,7 +20,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     try:
         return args.handler(args) or 0
-    except (ValueError, FileNotFoundError, ModuleNotFoundError, KeyError) as err:
+    except (ValueError, FileNotFoundError, FileExistsError, ModuleNotFoundError, KeyError) as err:
         # Known user errors (bad config, missing file, unknown key): one readable line, no traceback.
         print(f"rlhf-lab {args.command}: error: {err}", file=sys.stderr)
         return 1
@@ -64,6 +64,13 @@ def build_parser() -> argparse.ArgumentParser:
         _add_config_args(stage)
         stage.set_defaults(handler=_stage)
 
+    export = sub.add_parser("export", help="a run's model as a folder plain transformers loads (LoRA merged)")
+    export.add_argument("run", help="a run folder")
+    export.add_argument("--to", required=True, dest="path", help="the folder to write")
+    export.add_argument("--format", default="hf", choices=["hf"], help="hf: safetensors + tokenizer + card")
+    export.add_argument("--overwrite", action="store_true", help="replace PATH if it exists")
+    export.set_defaults(handler=_export)
+
     from rlhf_lab.cli.prefs import add_prefs_parser
 
     add_prefs_parser(sub)  # rlhf-lab prefs stats|export|import|agreement --store FILE
@@ -94,6 +101,13 @@ def _version(args) -> int:
             print(f"{dist} {metadata.version(dist)}")
         except metadata.PackageNotFoundError:
             print(f"{dist} not installed")
+    return 0
+
+
+def _export(args) -> int:
+    from rlhf_lab.export import export
+
+    print(export(args.run, args.path, format=args.format, overwrite=args.overwrite))
     return 0
 
 

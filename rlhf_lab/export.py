@@ -1,0 +1,104 @@
+"""Take a trained model out of the lab.
+
+    lab.export("runs/ppo", "exports/ppo")                 # a folder plain transformers loads
+    lab.export(dpo, "exports/dpo", overwrite=True)         # a RunResult, a run folder or a model bundle
+
+`format="hf"`: LoRA adapters merged into the base, the PPO value head and the reward model's
+normalization (lab-only state) left out, the tokenizer with its chat template, safetensors only, and a
+model card (README.md). `AutoModelForCausalLM.from_pretrained(path)` (a reward model:
+`AutoModelForSequenceClassification`) loads it with no rlhf_lab installed.
+
+The export is written into a temporary sibling folder and renamed into place at the end: a failure
+leaves nothing half-written, and an existing path is replaced only with `overwrite=True`.
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from rlhf_lab.cards import model_card
+from rlhf_lab.models import ModelBundle, RewardModel
+from rlhf_lab.runs import RunResult, atomic_write, load_run, read_json
+
+FORMATS = ("hf",)
+
+
+def _resolve(source: Any) -> tuple[ModelBundle, dict, Any]:
+    """(bundle, summary, config) of a run folder, a RunResult or a model bundle."""
+    if isinstance(source, (str, os.PathLike)):
+        source = load_run(source)
+    if isinstance(source, RunResult):
+        if source.bundle is None:
+            raise ValueError(f"the run in {source.output_dir} holds no model to export")
+        config = source.config
+        if config is None and (Path(source.output_dir) / "config.yaml").exists():
+            import yaml
+
+            config = yaml.safe_load((Path(source.output_dir) / "config.yaml").read_text())
+        return source.bundle, dict(source.summary or {}), config
+    if isinstance(source, ModelBundle):
+        return source, {"model": source.name}, None
+    raise TypeError(
+        f"export takes a run folder, a RunResult or a model bundle (lab.load_policy()), got {type(source).__name__}; "
+        "a reward ensemble exports member by member"
+    )
+
+
+def plain_model(bundle: ModelBundle) -> Any:
+    """A copy of the bundle's model as plain transformers: adapters merged, nothing lab-only attached."""
+    model = copy.deepcopy(bundle.model)
+    if hasattr(model, "merge_and_unload"):  # peft: fold the adapters into the base weights
+        model = model.merge_and_unload()
+    model.eval()
+    return model
+
+
+def export(source: Any, path: str | os.PathLike, format: str = "hf", *, overwrite: bool = False) -> Path:
+    """Export a run's (or a bundle's) model to `path`; returns the path. See the module docstring."""
+    if format not in FORMATS:
+        raise ValueError(f"format must be one of {', '.join(FORMATS)}, got {format!r}")
+    target = Path(path)
+    if target.exists() and not overwrite:
+        raise FileExistsError(
+            f"{target} already exists. Fix: choose another path, or pass overwrite=True to replace it"
+        )
+    bundle, summary, config = _resolve(source)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=target.parent))
+    try:
+        model = plain_model(bundle)
+        model.save_pretrained(staging, safe_serialization=True)
+        bundle.tokenizer.save_pretrained(staging)
+        card = model_card({**summary, "exported": True}, config, base=_base(source, summary))
+        if isinstance(bundle, RewardModel):
+            card += (
+                f"\nScores are the raw head's; the lab normalized them with offset {bundle.offset:.6g} and "
+                f"scale {bundle.scale:.6g} (score = (raw - offset) / scale).\n"
+            )
+        atomic_write(staging / "README.md", card)
+        leftovers = [p.name for p in staging.iterdir() if p.suffix in (".bin", ".pt", ".pth", ".pkl")]
+        if leftovers:
+            raise RuntimeError(f"export wrote non-safetensors files {leftovers}; nothing was exported")
+        if target.exists():
+            shutil.rmtree(target) if target.is_dir() else target.unlink()
+        os.replace(staging, target)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return target
+
+
+def _base(source: Any, summary: dict) -> str | None:
+    if isinstance(source, (str, os.PathLike)) and (Path(source) / "run.json").exists():
+        manifest = read_json(Path(source) / "run.json")
+        if manifest.get("base"):
+            return str(manifest["base"])
+    return summary.get("model")
+
+
+__all__ = ["FORMATS", "export", "plain_model"]
