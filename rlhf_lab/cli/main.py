@@ -64,7 +64,9 @@ def build_parser() -> argparse.ArgumentParser:
         _add_config_args(stage)
         stage.set_defaults(handler=_stage)
 
-    export = sub.add_parser("export", help="a run's model for transformers (hf) or llama.cpp/Ollama (gguf), LoRA merged")
+    export = sub.add_parser(
+        "export", help="a run's model for transformers (hf) or llama.cpp/Ollama (gguf), LoRA merged"
+    )
     export.add_argument("run", help="a run folder")
     export.add_argument("--to", required=True, dest="path", help="the folder to write")
     export.add_argument("--format", default="hf", choices=["hf", "gguf"], help="hf (safetensors) or gguf (llama.cpp)")
