@@ -49,3 +49,24 @@ def test_every_stage_prints_and_keeps_its_plan(tiny_policy, tmp_path, capsys):
         run.summary["plan"]["optimizer_steps"] == 2 and "only 2 optimizer steps" in run.summary["plan"]["warnings"][0]
     )
     assert "sft: 215 examples -> 2 optimizer steps" in capsys.readouterr().out
+
+
+def test_the_time_estimate_follows_the_data_s_sequence_length(monkeypatch):
+    from rlhf_lab.stages import plan
+    from rlhf_lab.stages.plan import estimate_seconds, padded_tokens
+
+    monkeypatch.setattr(plan, "_timed", lambda model, decode: (1e-4, 1e-3))  # a timed forward, made exact
+
+    def rows(chars):
+        return [{"prompt": [{"role": "user", "content": "q" * 40}], "chosen": [{"role": "assistant", "content": "a" * chars}],
+                 "rejected": [{"role": "assistant", "content": "b" * chars}]} for _ in range(20)]  # fmt: skip
+
+    short, long = padded_tokens(rows(200)), padded_tokens(rows(800))
+    assert short == round((40 + 200) / 4 + 16) and long == round((40 + 800) / 4 + 16)
+    assert padded_tokens(None) is None and padded_tokens(300) is None
+    config = lab.DPOConfig(output_dir="unused", max_length=1024)
+    model = lab.tiny_model("causal", seed=0).model
+    a, b = (estimate_seconds(config, "dpo", model, 10, tokens) for tokens in (short, long))
+    assert b / a == pytest.approx(long / short), (a, b)
+    kto = estimate_seconds(lab.KTOConfig(output_dir="unused"), "kto", model, 10, short)
+    assert kto < a, "a KTO row is one completion, a DPO pair two"

@@ -67,7 +67,8 @@ def suggest(
     examples = data if isinstance(data, int) or data is None else len(data)
     derived = defaults.resolve(config, stage, weights, examples=examples) if weights is not None else {}
     steps = optimizer_steps(config, stage, examples)
-    seconds = estimate_seconds(config, stage, weights, steps) if weights is not None and time_it else None
+    tokens = padded_tokens(data) if stage not in GENERATING else None
+    seconds = estimate_seconds(config, stage, weights, steps, tokens) if weights is not None and time_it else None
     plan = Plan(stage, examples, steps, float(config.learning_rate), derived, seconds)
     if steps is not None and steps < MIN_STEPS:
         plan.warnings.append(
@@ -107,9 +108,10 @@ def optimizer_steps(config: Any, stage: str, examples: int | None) -> int | None
     return max(1, math.ceil(config.num_train_epochs * math.ceil(examples / max(per_step, 1))))
 
 
-def estimate_seconds(config: Any, stage: str, model: Any, steps: int | None) -> float | None:
+def estimate_seconds(config: Any, stage: str, model: Any, steps: int | None, tokens: int | None = None) -> float | None:
     """Steps x (tokens a step trains on x a timed forward's cost per token x 3 for the backward, plus the
-    decoding of what a step generates x a timed decode step's cost). Rough: within about a factor of two."""
+    decoding of what a step generates x a timed decode step's cost). `tokens`: a padded sequence's length
+    in the data (`padded_tokens`; else 256). Rough: within about a factor of two."""
     if steps is None:
         return None
     forward, decode = _timed(model, decode=stage in GENERATING)
@@ -121,11 +123,38 @@ def estimate_seconds(config: Any, stage: str, model: Any, steps: int | None) -> 
         per_update = new * decode * (1 + completions / 8) + 3 * epochs * completions * (64 + new) * forward
         updates = config.total_updates if stage == "ppo" else steps
         return updates * per_update
-    length = min(getattr(config, "max_length", None) or 256, 256)
+    length = min(getattr(config, "max_length", None) or 256, tokens or 256)
     batch = config.per_device_train_batch_size * config.gradient_accumulation_steps
-    sequences = batch * (2 if stage in PAIRWISE else 1)
-    per_step = 3 * sequences * length * forward * (4 / 3 if stage in ("dpo", "kto") else 1)  # + the reference
-    return steps * per_step
+    sequences = batch * (2 if stage in ("reward", "dpo") else 1)  # a KTO row is one completion
+    # no-gradient forwards beside the trained one: DPO's reference; KTO's reference and its KL batch
+    extra = {"dpo": 4 / 3, "kto": 5 / 3}.get(stage, 1)
+    return steps * 3 * sequences * length * forward * extra
+
+
+def padded_tokens(data: Any, sample: int = 64) -> int | None:
+    """About how many tokens a padded training sequence of `data` holds: the 90th percentile over its first
+    `sample` rows of prompt + response characters / 4, plus 8 per chat message (the template's tokens)."""
+    if data is None or isinstance(data, int):
+        return None
+    lengths = []
+    for i in range(min(sample, len(data))):
+        row = data[i]
+        if not isinstance(row, dict):
+            continue
+        parts = [row[k] for k in ("prompt", "messages", "completion") if k in row]
+        responses = [row[k] for k in ("chosen", "rejected") if k in row] or [None]
+        for response in responses:
+            texts = [*parts, response] if response is not None else parts
+            chars, messages = 0, 0
+            for value in texts:
+                turns = value if isinstance(value, list) else [{"content": value}]
+                chars += sum(len(str(t.get("content", "")) if isinstance(t, dict) else str(t)) for t in turns)
+                messages += len(turns)
+            lengths.append(chars / 4 + 8 * messages)
+    if not lengths:
+        return None
+    lengths.sort()
+    return max(1, round(lengths[int(0.9 * (len(lengths) - 1))]))
 
 
 def _timed(model: Any, decode: bool) -> tuple[float, float]:
