@@ -229,3 +229,25 @@ def test_the_monitor_page_is_drawn_once_with_the_samples(tmp_path, tiny_policy, 
     # not at train end and again when the run folder is finished: once, after the samples arrived
     assert len(pages) == 1 and pages[0] > 0
     assert "Say hi." in (tmp_path / "run" / "monitor.html").read_text()
+
+
+@pytest.mark.parametrize("stage", ["grpo", "rloo"])
+def test_the_progress_line_says_a_step_is_sampling_before_its_first_log(stage, tmp_path, tiny_policy):
+    from transformers import TrainerCallback
+
+    monitor = lab.LiveMonitor(live=False)
+
+    class FirstLog(TrainerCallback):
+        seen = None
+
+        def on_train_begin(self, args, state, control, **kwargs):
+            monitor.progress.every_s = 0  # every line (they are throttled to 2 a second)
+
+        def on_log(self, args, state, control, logs=None, **kwargs):
+            if self.seen is None:
+                self.seen = list(monitor.progress.history)
+
+    first = FirstLog()
+    STAGES[stage][0](tiny_policy, vowels, PROMPTS, config(stage, tmp_path), callbacks=[monitor, first])
+    assert first.seen and first.seen[0].startswith(f"{stage}: step 0/2"), first.seen
+    assert any("step 1: sampling and scoring groups" in line for line in first.seen), first.seen

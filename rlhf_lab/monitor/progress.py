@@ -76,6 +76,12 @@ class ProgressLine(TrainerCallback):
         self.doing = "training"
         self.show(force=True)
 
+    def on_step_begin(self, args, state, control, **kwargs):
+        # GRPO/RLOO sample and score their groups inside the step: say so before the minutes it can take
+        if self.stage() in ("grpo", "rloo"):
+            self.doing = f"step {int(state.global_step) + 1}: sampling and scoring groups"
+            self.show(force=self.mode in ("widget", "display", "tqdm"))
+
     def on_step_end(self, args, state, control, **kwargs):
         self.step, self.doing = int(state.global_step), ""
         self.show(force=self.mode in ("widget", "display", "tqdm"))
