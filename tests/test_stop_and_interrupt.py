@@ -174,3 +174,9 @@ def test_long_calls_outside_training_say_where_they_are(capsys):
     assert lines[0].startswith("sampling: batch 0/3 | 0s elapsed") and lines[0].endswith("starting"), lines
     assert lines[-1].startswith("sampling: batch 3/3") and lines[-1].endswith("done"), lines
     assert len(lines) == 2, "a log file gets the start and the end, not every batch"
+
+
+def test_hold_outside_an_update_block_leaves_the_interrupt_handler_alone():
+    guard = InterruptGuard()
+    guard.hold()  # a direct trainer.step() call, not inside train()'s `with guard:`
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler

@@ -44,10 +44,11 @@ class InterruptGuard:
     an interrupted run's weights, optimizer and KL state are always those of a finished update."""
 
     def __init__(self) -> None:
-        self.pending, self._previous = False, None
+        self.pending, self._previous, self._inside = False, None, False
 
     def hold(self) -> None:
-        if self._previous is None and threading.current_thread() is threading.main_thread():
+        """Hold interrupts back until the block ends (outside a `with guard:` block: nothing to do)."""
+        if self._inside and self._previous is None and threading.current_thread() is threading.main_thread():
             self._previous = signal.getsignal(signal.SIGINT)
             signal.signal(signal.SIGINT, self._note)
 
@@ -55,10 +56,11 @@ class InterruptGuard:
         self.pending = True
 
     def __enter__(self) -> InterruptGuard:
-        self.pending = False
+        self.pending, self._inside = False, True
         return self
 
     def __exit__(self, exc_type, exc, tb) -> bool:
+        self._inside = False
         if self._previous is not None:
             signal.signal(signal.SIGINT, self._previous)
             self._previous = None
