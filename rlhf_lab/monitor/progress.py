@@ -4,7 +4,7 @@ long step is doing right now (a PPO update's rollout tokens, its scoring and its
     ppo: update 3/100 | 1m12s elapsed, ETA 39m | scores 0.41, kl 0.032 | rollout 40/64 tokens
 
 A stage with a monitor gets one (`stages.common.start_run`), and TRL's own printers and progress bars
-make way for it (`stages.common.train`). Where it shows:
+make way for it (`stages.common.run_trainer`). Where it shows:
 - a notebook with the live monitor: the monitor's status line;
 - any other notebook kernel (papermill, nbconvert): one output line, updated in place, so the executed
   notebook keeps the last state rather than a scroll of dictionaries;
