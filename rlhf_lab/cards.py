@@ -42,7 +42,7 @@ def model_card(summary: Mapping[str, Any], config: Any = None, *, base: str | No
     stage = str(summary.get("stage", "unknown"))
     settings = _config_dict(config)
     base = base or summary.get("model")
-    tags = ["rlhf-lab", stage, "trl" if stage != "ppo" else "ppo"]
+    tags = ["rlhf-lab", "rlhf", stage, *(["trl"] if stage != "ppo" else [])]
     front = ["---", "library_name: transformers", f"pipeline_tag: {PIPELINE.get(stage, 'text-generation')}"]
     if base:
         front.append(f"base_model: {json.dumps(str(base))}")
@@ -53,12 +53,14 @@ def model_card(summary: Mapping[str, Any], config: Any = None, *, base: str | No
     if summary.get("stopped_at") is not None:
         how = "interrupted" if summary.get("interrupted") else "stopped"
         lines.append(f"The run was {how} at step {summary['stopped_at']}.")
-    data = config.get("data") if isinstance(config, Mapping) else getattr(config, "data", None)
+    data = summary.get("data") or (config.get("data") if isinstance(config, Mapping) else getattr(config, "data", None))
     examples = summary.get("train_examples") or (summary.get("plan") or {}).get("examples")
     lines += ["", "## Data", ""]
     lines.append(f"- source: {data if data else 'passed in memory (not recorded)'}")
     if examples is not None:
         lines.append(f"- training examples: {examples}")
+    if (summary.get("plan") or {}).get("data_sha256"):
+        lines.append(f"- content hash: {summary['plan']['data_sha256']} (`rlhf_lab.data.fingerprint`)")
     if summary.get("prompts") is not None:
         lines.append(f"- prompts: {summary['prompts']}")
     if summary.get("reward") is not None:

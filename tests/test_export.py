@@ -101,6 +101,11 @@ def test_every_run_folder_and_export_has_a_model_card(sft_run, tmp_path):
     assert "library_name: transformers" in front and "base_model:" in front and "- sft" in front
     assert "## Final metrics" in card and "| loss |" in card and "rlhf-lab sft --config config.yaml" in card
     assert "| max_steps | 2 |" in card and "## Alerts" in card
+    from rlhf_lab.data import fingerprint, load_sft
+    from rlhf_lab.stages.common import resolve_data
+
+    trained_on = fingerprint(resolve_data(load_sft, "sft", "starter"))  # the rows the stage trained on
+    assert "- source: starter\n" in card and f"- content hash: {trained_on} " in card and sft_run.summary["plan"]["data_sha256"] == trained_on
     exported = (lab.export(sft_run, tmp_path / "e") / "README.md").read_text()
     assert "| loss |" in exported
 

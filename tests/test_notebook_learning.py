@@ -49,6 +49,7 @@ LEARNING = {
     "07_reward_hacking": {f"overopt/{k}/{metric}" for k in (8, 16) for metric in ("gold_gain", "proxy_gain")},
     "08_grpo": {"compare/gold_gain", "compare/win_rate_gold", "grpo/final_kl"},
     "09_method_shootout": {f"{m}/{metric}" for m in ("ppo", "grpo", "rloo", "dpo") for metric in ("gold_gain", "kl")},
+    "10_export": {"ppo/last_kl"},
 }
 
 

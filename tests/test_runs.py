@@ -9,16 +9,15 @@ import torch
 
 from rlhf_lab import runs, tiny_model
 from rlhf_lab.config import RunConfig
+from rlhf_lab.files import atomic_write, read_jsonl
 from rlhf_lab.rewards import RewardEnsemble
 from rlhf_lab.runs import (
     LOADERS,
     RewardRun,
     Run,
     RunResult,
-    atomic_write,
     load_reward_run,
     load_run,
-    read_jsonl,
 )
 
 PROMPTS = ["How do I boil an egg?", "Name a colour."]

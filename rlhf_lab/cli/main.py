@@ -82,6 +82,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_regress_parser(sub)  # rlhf-lab regress [--notebooks GLOB] [--profile ci|full] [--update-baselines]
     add_demo_parser(sub)  # rlhf-lab demo: 00_quickstart with the embedded model, as `make demo`
+
+    from rlhf_lab.cli.lab import add_lab_parser
+
+    add_lab_parser(sub)  # rlhf-lab lab [DIR]: the notebooks copied into DIR/notebooks, JupyterLab there
     return parser
 
 

@@ -10,7 +10,15 @@ rows, rankings, ShareGPT, Alpaca, ...); see each loader's docstring and ``errors
 """
 
 from rlhf_lab.data.errors import DataError, Problem, ValidationReport
-from rlhf_lab.data.loaders import load_preferences, load_prompts, load_ratings, load_sft, validate
+from rlhf_lab.data.loaders import (
+    describe_source,
+    fingerprint,
+    load_preferences,
+    load_prompts,
+    load_ratings,
+    load_sft,
+    validate,
+)
 from rlhf_lab.data.messages import ROLES
 from rlhf_lab.data.preferences import PAIRINGS
 
@@ -20,6 +28,8 @@ __all__ = [
     "DataError",
     "Problem",
     "ValidationReport",
+    "describe_source",
+    "fingerprint",
     "load_preferences",
     "load_prompts",
     "load_ratings",

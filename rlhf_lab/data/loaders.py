@@ -9,6 +9,9 @@ back. :func:`validate` runs the same checks and only returns the report.
 
 from __future__ import annotations
 
+import hashlib
+import json
+import os
 import statistics
 from collections.abc import Callable
 from typing import Any
@@ -281,3 +284,27 @@ def _build_ratings(rows: list[Row], collector: Collector, threshold: float | Non
         how = "the median score" if threshold is None else "the given threshold"
         collector.note(f"{len(unlabelled)} row(s) labelled from scores: desirable when score >= {cut:g} ({how})")
     return examples
+
+
+def describe_source(source: Any) -> str:
+    """Where a stage's data came from, for its summary and model card: a path, "starter", "task:NAME", or
+    what was passed in memory (a Dataset or list has no name; `fingerprint` still identifies it)."""
+    if isinstance(source, (str, os.PathLike)):
+        return str(source)
+    if hasattr(source, "prompts") and isinstance(getattr(source, "name", None), str):  # a gold task
+        return f"task:{source.name}"
+    size = f" of {len(source)} rows" if hasattr(source, "__len__") else ""
+    return f"passed in memory ({type(source).__name__}{size})"
+
+
+def fingerprint(rows: Any) -> str | None:
+    """A short content hash of the rows a stage trained on (a Dataset or a list of rows or prompts):
+    "sha256:" and 16 hex digits over each row's JSON with sorted keys, in order. The same data gives the
+    same hash in any process; one changed row, a reorder or a dropped row changes it. None: no rows."""
+    if rows is None:
+        return None
+    digest = hashlib.sha256()
+    for row in rows:
+        digest.update(json.dumps(row, sort_keys=True, ensure_ascii=False, default=str).encode("utf-8"))
+        digest.update(b"\n")
+    return f"sha256:{digest.hexdigest()[:16]}"

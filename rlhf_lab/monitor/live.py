@@ -24,6 +24,7 @@ from typing import Any
 
 from transformers import TrainerCallback
 
+from rlhf_lab.files import atomic_write
 from rlhf_lab.monitor.diagnostics import Alert, Diagnostics, Thresholds, numeric, run_context
 from rlhf_lab.monitor.frontend import in_kernel, notebook_frontend
 from rlhf_lab.monitor.panels import STAGE_PANELS, STAGES, Panel, infer_stage, normalize_panels
@@ -38,7 +39,6 @@ from rlhf_lab.monitor.plots import (
 )
 from rlhf_lab.monitor.samples import SampleHistory
 from rlhf_lab.monitor.stop import stop_button
-from rlhf_lab.runs import atomic_write
 
 log = logging.getLogger(__name__)
 # Logged once at the end of training, or bookkeeping: kept in history, never given their own panel.

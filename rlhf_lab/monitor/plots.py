@@ -17,8 +17,8 @@ from typing import Any
 
 import numpy as np
 
+from rlhf_lab.files import read_jsonl
 from rlhf_lab.monitor.panels import STAGE_PANELS, Panel, infer_stage
-from rlhf_lab.runs import read_jsonl
 
 DEFAULT_MAX_POINTS = 4000  # per trace on screen; plotly stays responsive well beyond this
 SMOOTH_NOTE = "<br><span style='font-size:11px;color:#777'>faint: raw, solid: smoothed (EMA)</span>"

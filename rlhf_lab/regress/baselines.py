@@ -35,7 +35,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from rlhf_lab.runs import atomic_write
+from rlhf_lab.files import atomic_write
 
 ENV_VAR = "RLHF_LAB_RECORD"
 METADATA_KEY = "rlhf_lab"

@@ -23,6 +23,7 @@ from multiprocessing import get_context
 from pathlib import Path
 from typing import Any
 
+from rlhf_lab.files import atomic_write
 from rlhf_lab.regress.baselines import (
     ENV_VAR,
     Check,
@@ -40,7 +41,6 @@ from rlhf_lab.regress.baselines import (
     updated_baselines,
     write_records,
 )
-from rlhf_lab.runs import atomic_write
 
 _ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
 COLUMNS = ("notebook", "metric", "baseline", "value", "check", "status")

@@ -22,6 +22,7 @@ from rlhf_lab.monitor.progress import ProgressLine
 from rlhf_lab.rewards import is_model_pair
 from rlhf_lab.runs import Run, is_run, load_run
 from rlhf_lab.tasks import Task, task
+from rlhf_lab.tracking import close_trackers
 
 
 def start_run(stage: str, config, callbacks: list | None = None) -> Run:
@@ -40,6 +41,8 @@ def start_run(stage: str, config, callbacks: list | None = None) -> Run:
 
 
 TRL_PRINTERS = ("PrinterCallback", "ProgressCallback", "NotebookProgressCallback")
+# transformers' own reporting for report_to: the run's trackers log the same rows under metrics.jsonl's names
+TRL_REPORTERS = ("TensorBoardCallback", "TrackioCallback", "WandbCallback")
 
 
 def run_trainer(run: Run, trainer: Any) -> None:
@@ -49,11 +52,14 @@ def run_trainer(run: Run, trainer: Any) -> None:
     - a Stop (`monitor.stop()`) ends training after the current step, through the trainer's own control
       flow; `run.finish` then records "stopped_at";
     - a KeyboardInterrupt (the kernel's interrupt) ends training where it is; `run.finish` still writes the
-      complete run folder, marked interrupted, and then raises KeyboardInterrupt again.
+      complete run folder, marked interrupted, and then raises KeyboardInterrupt again;
+    - report_to is the run's trackers' job (`rlhf_lab.tracking`): transformers' reporting callbacks are
+      removed; an error closes the trackers with what they logged so far.
     """
     handler = getattr(trainer, "callback_handler", None)
-    if run.monitor is not None and handler is not None:
-        for callback in [c for c in handler.callbacks if type(c).__name__ in TRL_PRINTERS]:
+    if handler is not None:
+        removed = TRL_REPORTERS + (TRL_PRINTERS if run.monitor is not None else ())
+        for callback in [c for c in handler.callbacks if type(c).__name__ in removed]:
             trainer.remove_callback(callback)
     try:
         trainer.train()
@@ -61,6 +67,9 @@ def run_trainer(run: Run, trainer: Any) -> None:
         run.ended = "interrupted"
         print(f"{run.stage}: interrupted at step {trainer.state.global_step}; saving {run.path}", file=sys.stderr)
         return
+    except BaseException:
+        close_trackers(run.trackers)
+        raise
     if run.monitor is not None and run.monitor.stop_requested:
         run.ended = "stopped"
 

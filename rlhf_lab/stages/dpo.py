@@ -14,7 +14,7 @@ from typing import Any
 import trl
 
 from rlhf_lab.config import ConfigError, default_run_dir
-from rlhf_lab.data import load_preferences
+from rlhf_lab.data import describe_source, load_preferences
 from rlhf_lab.defaults import derived_rate
 from rlhf_lab.runs import RunResult
 from rlhf_lab.stages.common import check_not_empty, resolve_data
@@ -88,7 +88,7 @@ def dpo(
     evaluation = resolve_data(
         load_preferences, "preference", config.eval_data if eval_data is None else eval_data, "test"
     )
-    summary = {"loss_type": list(config.loss_type)}
+    summary = {"data": describe_source(source), "loss_type": list(config.loss_type)}
     return train_with_reference(
         "dpo",
         trl.DPOTrainer,

@@ -16,7 +16,7 @@ from typing import Any
 import trl
 
 from rlhf_lab.config import ConfigError, default_run_dir
-from rlhf_lab.data import load_ratings
+from rlhf_lab.data import describe_source, load_ratings
 from rlhf_lab.defaults import derived_rate
 from rlhf_lab.runs import RunResult
 from rlhf_lab.stages.common import check_not_empty, resolve_data
@@ -87,7 +87,12 @@ def kto(
     check_not_empty(dataset, "KTO rating data", source)
     evaluation = load_unpaired(config.eval_data if eval_data is None else eval_data, "test")
     desirable = sum(dataset["label"])
-    summary = {"loss_type": config.loss_type, "desirable": desirable, "undesirable": len(dataset) - desirable}
+    summary = {
+        "data": describe_source(source),
+        "loss_type": config.loss_type,
+        "desirable": desirable,
+        "undesirable": len(dataset) - desirable,
+    }
     return train_with_reference(
         "kto",
         trl.KTOTrainer,

@@ -32,6 +32,7 @@ from transformers import TrainerCallback
 
 from rlhf_lab import defaults
 from rlhf_lab.config import ConfigError, Rule, check_rules, is_int, is_number, number, one_of, positive_int
+from rlhf_lab.data import describe_source
 from rlhf_lab.models.chat import to_messages
 from rlhf_lab.models.lora import lora_config
 from rlhf_lab.rewards import as_scorer, is_model_pair
@@ -329,6 +330,7 @@ def train_online(
         run_trainer(run, trainer)
     policy_bundle.model = release(trainer.model)
     summary = {
+        "data": describe_source(config.data if prompts is None else prompts),
         "reference": reference_kind,
         "beta": config.beta,
         "num_generations": config.num_generations,

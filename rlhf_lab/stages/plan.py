@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from rlhf_lab import defaults
+from rlhf_lab.data import fingerprint
 
 MIN_STEPS = 10  # fewer optimizer steps than this rarely move a model measurably at the default rates
 GENERATING = ("ppo", "grpo", "rloo")
@@ -182,10 +183,11 @@ def _timed(model: Any, decode: bool) -> tuple[float, float]:
 
 
 def announce(config: Any, stage: str, model: Any, data: Any = None, log=print) -> dict:
-    """The plan a stage prints as it starts, as the dict summary.json keeps."""
+    """The plan a stage prints as it starts, as the dict summary.json keeps, with the data's content hash
+    (the model card's "data hash")."""
     plan = suggest(config, model, data, stage=stage)
     log(str(plan))
-    return plan.to_dict()
+    return {**plan.to_dict(), "data_sha256": fingerprint(data)}
 
 
 def _duration(seconds: float) -> str:

@@ -33,7 +33,7 @@ from datasets import Dataset
 
 from rlhf_lab import defaults
 from rlhf_lab.config import ConfigError, default_run_dir
-from rlhf_lab.data import load_preferences
+from rlhf_lab.data import describe_source, load_preferences
 from rlhf_lab.defaults import Derived, derived_rate
 from rlhf_lab.models import RewardModel, load_reward_model, tiny_model
 from rlhf_lab.models.lora import apply_lora
@@ -147,11 +147,12 @@ def train_reward_model(
     train, held_out, held_out_from = _prepare_data(
         source, eval_data if eval_data is not None else config.eval_data, config
     )
+    run_args = dict(lora=lora, callbacks=callbacks, data=describe_source(source))
     if config.ensemble == 1:
-        return _train_one(backbone, train, held_out, held_out_from, config, lora=lora, callbacks=callbacks)
+        return _train_one(backbone, train, held_out, held_out_from, config, **run_args)
     return train_ensemble(
         config,
-        lambda member: _train_one(backbone, train, held_out, held_out_from, member, lora=lora, callbacks=callbacks),
+        lambda member: _train_one(backbone, train, held_out, held_out_from, member, **run_args),
         held_out,
         held_out_from,
     )
@@ -223,7 +224,7 @@ def _with_margin(dataset, what: str):
     return dataset.add_column("margin", margins)
 
 
-def _train_one(backbone, train, held_out, held_out_from, config: RewardConfig, *, lora, callbacks) -> RewardRun:
+def _train_one(backbone, train, held_out, held_out_from, config: RewardConfig, *, lora, callbacks, data) -> RewardRun:
     run = start_run("reward", config, callbacks)
     rm = _reward_backbone(backbone, config)
     spec = lora_spec(lora, config)
@@ -247,6 +248,7 @@ def _train_one(backbone, train, held_out, held_out_from, config: RewardConfig, *
         _normalize(rm, train, config)
     scores = None if held_out is None else score_pairs(rm, held_out, batch_size=config.per_device_eval_batch_size)
     summary = {
+        "data": data,
         "train_pairs": len(train),
         "train_pairs_used": len(trainer.train_dataset),  # TRL drops pairs > max_length
         "held_out": held_out_from,

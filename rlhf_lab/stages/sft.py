@@ -14,7 +14,7 @@ import trl
 
 from rlhf_lab import defaults
 from rlhf_lab.config import ConfigError, default_run_dir
-from rlhf_lab.data import load_sft
+from rlhf_lab.data import describe_source, load_sft
 from rlhf_lab.defaults import derived_rate
 from rlhf_lab.models.lora import apply_lora
 from rlhf_lab.runs import RunResult
@@ -89,6 +89,7 @@ def sft(
     policy.model = release(trainer.model)
     samples = policy_samples(policy, config.num_samples)
     summary = {
+        "data": describe_source(config.data if data is None else data),
         "train_examples": len(dataset),
         "assistant_only_loss": config.assistant_only_loss,
         "defaults": resolved,

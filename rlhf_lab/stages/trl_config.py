@@ -5,7 +5,7 @@
 
 The shared lab fields (model, data, num_samples, monitor, lora_r, bf16) and their checks come from
 `rlhf_lab.config.LabConfig`, which `PPOConfig` uses too; what is here has no meaning for our PPO
-engine (TrainingArguments' report_to, save_strategy, use_cpu, an effective batch over processes).
+engine (save_strategy, use_cpu, an effective batch over processes).
 """
 
 from __future__ import annotations
@@ -35,7 +35,6 @@ class TRLStageConfig(LabConfig):
         },
     )
     # TRL / transformers defaults that do not suit a lab on a laptop:
-    report_to: Any = field(default="none", metadata={"help": "Integrations to report to (none by default)."})
     save_strategy: Any = field(default="no", metadata={"help": "Final weights are always saved; checkpoints: 'steps'."})
     logging_steps: float = field(default=5, metadata={"help": "Log every N optimizer steps."})
     activation_checkpointing: bool | None = field(default=False, metadata={"help": "Trade compute for memory."})

@@ -12,10 +12,10 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
+from rlhf_lab.files import write_jsonl
 from rlhf_lab.labeling.agreement import preference_rows, unpaired_rows
 from rlhf_lab.labeling.store.items import Messages, _annotator, _digest, _item_row
 from rlhf_lab.labeling.store.schema import _decisions
-from rlhf_lab.runs import write_jsonl
 
 
 class ImportExport:

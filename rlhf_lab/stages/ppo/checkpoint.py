@@ -25,7 +25,7 @@ import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 
-from rlhf_lab.runs import atomic_write
+from rlhf_lab.files import atomic_write
 
 PREFIX = "update-"
 

@@ -19,6 +19,7 @@ from typing import Any
 
 from rlhf_lab import defaults
 from rlhf_lab.config import ConfigError
+from rlhf_lab.data import describe_source
 from rlhf_lab.models import as_reward_model
 from rlhf_lab.models.lora import apply_lora
 from rlhf_lab.rewards import RewardFunction, as_scorer
@@ -100,6 +101,7 @@ def ppo(
     actor.eval()
     bundle.model = actor.policy
     summary = {
+        "data": describe_source(config.data if prompts is None else prompts),
         "reference": reference_kind,
         "critic": config.critic,
         "prompts": len(prompt_list),
