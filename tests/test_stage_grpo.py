@@ -191,7 +191,7 @@ def test_the_config_round_trips_through_yaml_and_the_shipped_configs_load(tmp_pa
     root = Path(__file__).resolve().parents[1]
     for stage in ("grpo", "rloo"):
         loaded = load_config(STAGES[stage][1], root / "configs" / f"{stage}.yaml")
-        assert loaded.reward == "task:arithmetic" and loaded.num_generations == 4
+        assert loaded.reward == "task:arithmetic" and loaded.num_generations == 8
         again = from_dict(STAGES[stage][1], to_dict(config(stage, tmp_path)))
         assert again.num_generations == 2 and again.max_completion_length == 8
 

@@ -49,9 +49,9 @@ class GRPOConfig(OnlineConfig, TRLStageConfig, trl.GRPOConfig):
         metadata={"help": "AdamW learning rate; default: derived from the model's size (TRL's 1e-6 suits billions)."},
     )
     max_steps: int = field(default=40, metadata={"help": "Optimizer steps (-1: num_train_epochs over the prompts)."})
-    num_generations: int | None = field(default=4, metadata={"help": "Samples per prompt: one group."})
+    num_generations: int | None = field(default=8, metadata={"help": "Samples per prompt: one group."})
     per_device_train_batch_size: int = field(
-        default=8, metadata={"help": "Completions per device per step (a multiple of num_generations)."}
+        default=16, metadata={"help": "Completions per device per step (a multiple of num_generations)."}
     )
     max_completion_length: int | None = field(default=64, metadata={"help": "Longest completion, in tokens."})
     beta: float = field(
