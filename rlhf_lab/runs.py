@@ -105,7 +105,7 @@ class Run:
             for name in RUN_FILES:  # an earlier run's files, when output_dir is reused
                 (self.path / name).unlink(missing_ok=True)
         # report_to's trackers (TensorBoard, trackio, wandb) get every row metrics.jsonl gets
-        self.trackers = open_trackers(config, self.path, to_dict(config)) if self.is_main else []
+        self.trackers = open_trackers(config, self.path, to_dict) if self.is_main else []
 
     def log(self, row: dict) -> None:
         """Keep one metrics row, append it to metrics.jsonl (flushed at once: a crash keeps every earlier step)

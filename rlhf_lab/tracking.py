@@ -20,6 +20,7 @@ from __future__ import annotations
 import importlib.util
 import math
 import os
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -53,12 +54,16 @@ def installed(name: str) -> bool:
     return importlib.util.find_spec(name) is not None
 
 
-def open_trackers(config: Any, folder: str | os.PathLike, values: dict) -> list[Tracker]:
+def open_trackers(config: Any, folder: str | os.PathLike, describe: Callable[[Any], dict]) -> list[Tracker]:
     """One open tracker per name in `config.report_to`, for the run in `folder` (named `config.run_name`);
-    `values`: the config's fields as plain values, which each tracker records with the run."""
+    `describe(config)`: the config's fields as plain values, which each tracker records with the run
+    (called only when there is a tracker)."""
     folder = Path(folder)
-    name = getattr(config, "run_name", None) or folder.name
-    return [TRACKER_CLASSES[n](folder, name, values) for n in tracker_names(getattr(config, "report_to", None))]
+    names = tracker_names(getattr(config, "report_to", None))
+    if not names:
+        return []
+    name, values = getattr(config, "run_name", None) or folder.name, describe(config)
+    return [TRACKER_CLASSES[n](folder, name, values) for n in names]
 
 
 def close_trackers(trackers: list[Tracker]) -> None:

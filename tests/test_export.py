@@ -105,7 +105,11 @@ def test_every_run_folder_and_export_has_a_model_card(sft_run, tmp_path):
     from rlhf_lab.stages.common import resolve_data
 
     trained_on = fingerprint(resolve_data(load_sft, "sft", "starter"))  # the rows the stage trained on
-    assert "- source: starter\n" in card and f"- content hash: {trained_on} " in card and sft_run.summary["plan"]["data_sha256"] == trained_on
+    assert (
+        "- source: starter\n" in card
+        and f"- content hash: {trained_on} " in card
+        and sft_run.summary["plan"]["data_sha256"] == trained_on
+    )
     exported = (lab.export(sft_run, tmp_path / "e") / "README.md").read_text()
     assert "| loss |" in exported
 

@@ -10,7 +10,8 @@ def test_the_pipeline_runs_on_a_tiny_model(tmp_path, benchmark_script):
         ["--tiny", "--steps", "2", "--eval-prompts", "4", "--repeats", "1", "--out", str(tmp_path)]
     )
     assert set(results["gold"]) == {"start", "grpo", "ppo"} and set(results["gold_diff"]) == {"grpo", "ppo"}
-    assert results["completions_per_method"] == 16 and results["seconds_per_step"]["grpo"] > 0
+    # 2 steps x the default 16 completions per step (2 prompts x 8 samples)
+    assert results["completions_per_method"] == 2 * 16 and results["seconds_per_step"]["grpo"] > 0
     assert json.loads((tmp_path / "results.json").read_text())["task"] == "concise"
 
 

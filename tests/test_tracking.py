@@ -113,13 +113,13 @@ def test_wandb_is_offline_unless_wandb_mode_says_otherwise(tmp_path, monkeypatch
     monkeypatch.setitem(sys.modules, "wandb", fake)
     monkeypatch.setattr("rlhf_lab.tracking.installed", lambda name: True)
     config = types.SimpleNamespace(report_to=["wandb"], run_name="r1")
-    trackers = open_trackers(config, tmp_path, {"learning_rate": 1e-5})
+    trackers = open_trackers(config, tmp_path, lambda c: {"learning_rate": 1e-5})
     trackers[0].log({"step": 3, "loss": 0.5, "note": "text", "kl": float("nan")})
     close_trackers(trackers)
     assert calls[0][1]["mode"] == "offline" and calls[0][1]["dir"] == str(tmp_path) and calls[0][1]["name"] == "r1"
     assert calls[1:] == [("log", {"loss": 0.5}, 3), ("finish",)]
     monkeypatch.setenv("WANDB_MODE", "online")
-    close_trackers(open_trackers(config, tmp_path, {}))
+    close_trackers(open_trackers(config, tmp_path, lambda c: {}))
     assert calls[-2][1]["mode"] == "online"
 
 
