@@ -47,6 +47,8 @@ _EXPORTS = {
     "score_pairs": "stages.reward_eval",
     "ppo": "stages.ppo",
     "PPOConfig": "stages.ppo",
+    "PPOSession": "stages.ppo",
+    "RolloutBatch": "stages.ppo",
     "grpo": "stages.grpo",
     "GRPOConfig": "stages.grpo",
     "rloo": "stages.rloo",

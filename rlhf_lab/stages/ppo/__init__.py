@@ -9,16 +9,20 @@ Split by concept, each module readable in one sitting:
 - `advantages`: masked statistics (mean, variance, whitening), KL-shaped per-token rewards and GAE;
 - `losses`: the clipped policy surrogate, the clipped value loss, entropy and explained variance;
 - `model`: the policy and its critic as one module (value head on the shared trunk, or a separate model);
-- `trainer`: the update loop, metrics through transformers callbacks, NaN guard;
+- `trainer`: one update's pieces (collect, reward, learn), metrics, NaN guard;
+- `batch`: `RolloutBatch`, one update's rollout and rewards, as a session hands it out;
+- `session`: `PPOSession`, models, the run folder and the update loop, one step at a time or to the end;
 - `checkpoint`: everything an exact resume needs;
-- `stage`: `ppo(...)`, models and the run folder.
+- `stage`: `ppo(...)`, a session run to the end.
 
 Every function works on padded `(batch, tokens)` tensors with a response mask (1 = a real response
 token, 0 = padding or anything after the stop), and nothing at a masked-out position can change a
 result.
 """
 
+from rlhf_lab.stages.ppo.batch import BatchError, RolloutBatch
 from rlhf_lab.stages.ppo.config import PPOConfig
+from rlhf_lab.stages.ppo.session import PPOSession
 from rlhf_lab.stages.ppo.stage import ppo
 
-__all__ = ["PPOConfig", "ppo"]
+__all__ = ["BatchError", "PPOConfig", "PPOSession", "RolloutBatch", "ppo"]

@@ -1,17 +1,18 @@
-"""The PPO loop: roll out, score, shape rewards with KL, estimate advantages, update in minibatches.
+"""The PPO engine: roll out, score, shape rewards with KL, estimate advantages, update in minibatches.
 
-One update (`PPOTrainer.step`): (1) sample completions for the next `batch_size` prompts (a seeded
-shuffle per pass; each process its own slice) and run the actor-critic and the reference over them
-without gradients; (2) score them (normalization, clipping, missing-EOS penalty) and build the
-per-token rewards -β·KL_t + score and GAE targets; (3) `ppo_epochs` passes over shuffled minibatches
-(clipped surrogate + value loss − entropy bonus, accumulation, grad-norm clipping; early stop past
-`max_approx_kl`); (4) update β, all-reduce the metrics and emit the transformers callback events
-(`on_log`, `on_step_end`, and `on_progress` within an update), so every stage's monitor serves PPO.
+One update, in the pieces `PPOSession` (and so `lab.ppo`) calls: (1) `collect`: sample completions for the
+next `batch_size` prompts (a seeded shuffle per pass; each process its own slice) and run the actor-critic
+and the reference over them without gradients; (2) `reward`: score them (or the rewards are set by hand);
+(3) `learn`: normalization, clipping and missing-EOS penalty, the per-token rewards -β·KL_t + score and GAE
+targets, `ppo_epochs` passes over shuffled minibatches (clipped surrogate + value loss − entropy bonus,
+accumulation, grad-norm clipping; early stop past `max_approx_kl`), β's update and the all-reduced metrics.
+The session then emits the transformers callback events (`on_step_end`, `on_log`; `on_progress` comes
+from within an update), so every stage's monitor serves PPO.
 
 A non-finite advantage, loss or gradient norm skips the update (`train/skipped_nonfinite`); three in a
 row abort with an error naming it. Each update reseeds torch from (seed, update, process), so a resumed
-run samples what an uninterrupted one would. A Stop ends the run after an update; an interrupt during
-the optimization is held until the update ends, so the weights are always a finished update's.
+run samples what an uninterrupted one would. An interrupt during the optimization is held until the
+update ends (`InterruptGuard`), so the weights are always a finished update's.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from transformers import TrainerControl, TrainerState
 from rlhf_lab.models.chat import tokenize_prompts
 from rlhf_lab.rewards import RewardFunction, RunningNorm
 from rlhf_lab.stages.ppo.advantages import gae, masked_mean, token_rewards
+from rlhf_lab.stages.ppo.batch import RolloutBatch
 from rlhf_lab.stages.ppo.callbacks import Callbacks, InterruptGuard
 from rlhf_lab.stages.ppo.checkpoint import save_checkpoint
 from rlhf_lab.stages.ppo.kl import AdaptiveKLController, FixedKLController
@@ -164,10 +166,28 @@ class PPOTrainer:
         with self.actor.policy.disable_adapter():  # LoRA: the base model is the reference
             return response_logprobs(self.actor.policy, *inputs, width, temperature)
 
-    def score(self, rollout: Rollout) -> tuple[torch.Tensor, torch.Tensor, dict[str, list[float]]]:
-        """(scores paid, raw combined scores, each reward's scores) for the rollout's completions."""
-        combined, parts = self.reward_fn.components(rollout.prompts, rollout.completions)
-        raw = torch.as_tensor(combined, dtype=torch.float32, device=self.accelerator.device)
+    @torch.no_grad()
+    def collect(self, update: int, prompts: list | None = None) -> RolloutBatch:
+        """Update `update`'s batch: completions for this process's share of its prompts (or `prompts`), and
+        the actor-critic's and the reference's passes over them, without gradients. Not scored yet."""
+        torch.manual_seed(self.config.seed * 1_000_003 + update * 101 + self.accelerator.process_index)
+        started = time.perf_counter()
+        rollout = self.rollout(self.batch_prompts(update) if prompts is None else list(prompts))
+        self.callbacks.progress("scoring")
+        old = self.evaluate(rollout)
+        return RolloutBatch(rollout, old, version=update, seconds=time.perf_counter() - started)
+
+    def reward(self, batch: RolloutBatch, reward_fn: RewardFunction | None = None) -> RolloutBatch:
+        """Fill in the batch's rewards (and each reward's scores) from `reward_fn`, default the run's."""
+        started = time.perf_counter()
+        combined, parts = (reward_fn or self.reward_fn).components(batch.prompts, batch.completions)
+        batch.rewards, batch.parts = [float(v) for v in combined], parts
+        batch.seconds += time.perf_counter() - started
+        return batch
+
+    def scores(self, batch: RolloutBatch) -> tuple[torch.Tensor, torch.Tensor]:
+        """(scores paid, raw scores): the batch's rewards normalized or clipped, less the missing-EOS penalty."""
+        raw = torch.as_tensor(batch.checked_rewards(), dtype=torch.float32, device=self.accelerator.device)
         scores = raw
         if self.norm is not None:
             # Every process updates its normalizer with every process's scores: the same state everywhere.
@@ -176,26 +196,23 @@ class PPOTrainer:
         elif self.config.reward_clip is not None:
             scores = scores.clamp(-self.config.reward_clip, self.config.reward_clip)
         if self.config.missing_eos_penalty is not None:
-            scores = scores - self.config.missing_eos_penalty * (~rollout.ended).float()
-        return scores, raw, parts
+            scores = scores - self.config.missing_eos_penalty * (~batch.rollout.ended).float()
+        return scores, raw
 
     # ---- one update -----------------------------------------------------------------------------
 
-    def step(self, update: int) -> dict[str, float]:
-        config = self.config
-        torch.manual_seed(config.seed * 1_000_003 + update * 101 + self.accelerator.process_index)
+    def learn(self, batch: RolloutBatch) -> dict[str, float]:
+        """One PPO update from a rewarded batch of the current policy; returns the update's metrics."""
+        config, update, rollout, old, parts = self.config, batch.version, batch.rollout, batch.old, batch.parts
         started = time.perf_counter()
-        rollout = self.rollout(self.batch_prompts(update))
-        self.callbacks.progress("scoring")
-        old = self.evaluate(rollout)
-        scores, raw, parts = self.score(rollout)
+        scores, raw = self.scores(batch)
         mask = rollout.response_mask
         beta = self.kl_ctl.value
         shaped = token_rewards(scores, old["logprobs"], old["ref_logprobs"], mask, beta, config.kl_estimator)
         advantages, returns = gae(
             shaped.rewards, old["values"], mask, config.gamma, config.lam, whiten_rewards=config.whiten_rewards
         )
-        rollout_s = time.perf_counter() - started
+        rollout_s = batch.seconds + time.perf_counter() - started
 
         started = time.perf_counter()
         self.guard.hold()  # from here on the update changes weights: an interrupt waits for its end
@@ -234,7 +251,7 @@ class PPOTrainer:
         logs["episode"] = (update + 1) * config.batch_size * self.world
         if bad is None:
             self.nonfinite_in_a_row = 0
-            self.kl_ctl.update(logs["objective/kl"], config.batch_size * self.world)
+            self.kl_ctl.update(logs["objective/kl"], len(rollout) * self.world)
         else:
             self.nonfinite_in_a_row += 1
             if self.nonfinite_in_a_row >= MAX_NONFINITE_IN_A_ROW:
@@ -335,29 +352,7 @@ class PPOTrainer:
         self.latest_samples = rollout.sample_rows(update + 1, scores, parts, self.config.num_samples)
         self.samples.extend(self.latest_samples)
 
-    # ---- the run --------------------------------------------------------------------------------
-
-    def train(self) -> None:
-        config = self.config
-        self.callbacks.on_train_begin(config, self.state, self.control)
-        self.completed = self.start_update  # updates whose weights, metrics and checkpoint are all done
-        for update in range(self.start_update, config.total_updates):
-            with self.guard:
-                logs = self.step(update)
-                self.generator.sync(self.actor.policy)
-                self.state.global_step = update + 1
-                self.state.epoch = logs["episode"] / max(1, len(self.prompts))
-                self.control = self.callbacks.on_step_end(config, self.state, self.control)
-                stop = self.control.should_training_stop  # monitor.stop(): a clean end after this update
-                if (update + 1) % config.logging_steps == 0 or update + 1 == config.total_updates:
-                    self.state.log_history.append({**logs, "step": update + 1})
-                    self.callbacks.on_log(config, self.state, self.control, {**logs, "samples": self.latest_samples})
-                if stop or (config.save_every and (update + 1) % config.save_every == 0):
-                    self.save_checkpoint(update + 1)
-                self.completed = update + 1
-            if stop:
-                break
-        self.callbacks.on_train_end(config, self.state, self.control)
+    # ---- checkpoints --------------------------------------------------------------------------------
 
     def save_checkpoint(self, update: int) -> None:
         self.accelerator.wait_for_everyone()
