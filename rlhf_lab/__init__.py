@@ -73,6 +73,7 @@ _EXPORTS = {
     "LabelingPanel": "labeling.panel",
     "LabelingSession": "labeling.session",
     "SimulatedAnnotator": "labeling.annotator",
+    "HumanReward": "labeling.human",
     "preference_dataset": "labeling.annotator",
     # judge
     "evaluate": "evaluation.evaluate",

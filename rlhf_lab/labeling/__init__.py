@@ -9,4 +9,5 @@ item_queue   ItemQueue: a session's items in order (undo backlog, source, reject
 keys         what each key and front-end message means
 panel        LabelingPanel: the keyboard-driven notebook widget, a thin mirror of a session
 annotator    SimulatedAnnotator: labels by a gold reward with Bradley-Terry noise
+human        HumanReward: the panel as PPO's reward, a rollout batch rated item by item
 """
