@@ -50,6 +50,7 @@ LEARNING = {
     "08_grpo": {"compare/gold_gain", "compare/win_rate_gold", "grpo/final_kl"},
     "09_method_shootout": {f"{m}/{metric}" for m in ("ppo", "grpo", "rloo", "dpo") for metric in ("gold_gain", "kl")},
     "10_export": {"ppo/last_kl"},
+    "11_be_the_reward": {"human/quirk_gain", "human/kl"},
 }
 
 
