@@ -71,18 +71,21 @@ class PPOSession:
             self.bundle.model = apply_lora(self.bundle.model, spec, seed=config.seed)
         actor = _actor_critic(self.bundle, self.reward_fn, value, config)
         disable_dropout(actor)
-        self.reference = reference
         self._borrowed = borrowed(reference)
         self._borrowed.__enter__()  # the caller's model serves as the reference until finish()
-        self.trainer = PPOTrainer(
-            actor, self.bundle.tokenizer, self.reward_fn, self.prompt_list, config,
-            ref_model=reference, callbacks=self.run.callbacks, output_dir=self.run.path,
-        )  # fmt: skip
-        if self.checkpoint is not None:
-            state = load_checkpoint(self.checkpoint, self.trainer.actor, self.trainer.optimizer, self.trainer.scheduler)
-            restore(self.trainer, state)
-            for row in state["log_history"]:  # the resumed run's metrics.jsonl starts as the original's did
-                self.run.log(row)
+        try:
+            self.trainer = PPOTrainer(
+                actor, self.bundle.tokenizer, self.reward_fn, self.prompt_list, config,
+                ref_model=reference, callbacks=self.run.callbacks, output_dir=self.run.path,
+            )  # fmt: skip
+            if self.checkpoint is not None:
+                trainer = self.trainer
+                restore(trainer, load_checkpoint(self.checkpoint, trainer.actor, trainer.optimizer, trainer.scheduler))
+                for row in trainer.state.log_history:  # the resumed run's metrics.jsonl starts as the original's
+                    self.run.log(row)
+        except BaseException:
+            self._borrowed.__exit__(None, None, None)  # the caller's model back as it was
+            raise
         self.data = describe_source(config.data if prompts is None else prompts)
         self.began = self.finished = False
 
