@@ -149,12 +149,9 @@ class PPOSession:
     def save(self, path: Any = None) -> Path:
         """A checkpoint after the last update, in `path` (default: the run folder) under checkpoints/: what
         `PPOSession.load(path)` and `lab.ppo(resume_from=path)` continue from exactly."""
-        self.trainer.output_dir = Path(path) if path is not None else self.run.path
-        try:
-            self.trainer.save_checkpoint(self.updates)
-        finally:
-            self.trainer.output_dir = self.run.path
-        return find_checkpoint(Path(path) if path is not None else self.run.path)
+        folder = Path(path) if path is not None else self.run.path
+        self.trainer.save_checkpoint(self.updates, folder)
+        return find_checkpoint(folder)
 
     # ---- the whole run (lab.ppo) --------------------------------------------------------------------------
 

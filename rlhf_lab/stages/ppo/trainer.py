@@ -354,7 +354,8 @@ class PPOTrainer:
 
     # ---- checkpoints --------------------------------------------------------------------------------
 
-    def save_checkpoint(self, update: int) -> None:
+    def save_checkpoint(self, update: int, folder: Any = None) -> None:
+        """checkpoints/update-N/ in `folder` (default: the run folder)."""
         self.accelerator.wait_for_everyone()
         if self.accelerator.is_main_process:
             state = {
@@ -364,7 +365,7 @@ class PPOTrainer:
                 "samples": self.samples,
                 "nonfinite_in_a_row": self.nonfinite_in_a_row,
             }
-            save_checkpoint(self.output_dir, update, self.actor, self.optimizer, self.scheduler, state)
+            save_checkpoint(folder or self.output_dir, update, self.actor, self.optimizer, self.scheduler, state)
         self.accelerator.wait_for_everyone()
 
     # ---- what finish_run needs --------------------------------------------------------------------
