@@ -162,3 +162,27 @@ def test_store_agreement_three_annotators_matches_hand_alpha(tmp_path):
     report = store.agreement()
     assert report["alpha"] == pytest.approx(ALPHA)
     assert report["kappa"] is None and len(report["pairwise"]) == 3
+
+
+def test_ratings_are_votes_on_every_pair():
+    assert encode_decision({"scores": [4, 2, 4]}, 3) == '{"scores": [4, 2, 4]}'
+    assert pair_votes({"scores": [4, 2, 4]}, 3) == {(0, 1): "first", (0, 2): "tie", (1, 2): "second"}
+    assert consensus([{"scores": [5, 1]}, "B", {"scores": [4, 2]}], 2) == {(0, 1): "first"}
+    for bad, why in [({"scores": [4]}, "do not score the item's 2"), ({"scores": [0, 6]}, "not all whole numbers 1-5"),
+                     ({"scores": [True, 2]}, "not all whole numbers"), ({"score": [1, 2]}, "do not score")]:  # fmt: skip
+        with pytest.raises(ValueError, match=why):
+            encode_decision(bad, 2)
+
+
+def test_ratings_round_trip_through_a_store_and_count_in_agreement(tmp_path):
+    with PreferenceStore(tmp_path / "labels.sqlite") as store:
+        pair = store.add_item("Say hi.", ["Hi!", "Hello."])
+        rated = store.add_item("Say hi.", ["Hi!", "Hello."], metadata={"rating": 5})
+        assert rated != pair  # scores and a choice over the same texts are two items
+        store.label(rated, {"scores": [5, 2]}, "ana")
+        store.label(rated, {"scores": [5, 2]}, "bob")
+        store.label(pair, "A", "ana")
+        store.label(pair, "B", "bob")
+        assert store.decision(rated, "ana") == {"scores": [5, 2]}
+        report = store.agreement()
+        assert report["shared_items"] == 2 and report["pairwise"][0]["items"] == 2

@@ -22,6 +22,35 @@ def test_decisions_become_rewards():
     assert item_rewards(None, 2) is None and item_rewards("skip", 2) is None
 
 
+def test_scores_become_rewards():
+    assert item_rewards({"scores": [1, 3, 5]}, 3) == [-0.5, 0.0, 0.5]
+    assert item_rewards({"scores": [4, 2]}, 2) == [0.25, -0.25]
+
+
+def test_rating_mode_scores_each_completion_and_repeats_share_a_score(tmp_path):
+    human = lab.HumanReward(tmp_path / "labels.sqlite", annotator="ana", mode="rating", group=3)
+    prompts = ["Say hi."] * 3 + ["Count."] * 3
+    completions = ["Hi!", "Hello there!", "Hi!", "1 2 3", "1 2 3", "1 2 3"]
+    session = human.ask(SimpleNamespace(prompts=prompts, completions=completions))
+    assert session.rating and session.responses == ["Hi!", "Hello there!"]  # the repeat is shown once
+    assert human.store.pending("ana") == 1  # three identical completions: nothing to ask
+    with pytest.raises(BatchError, match=r"1 item\(s\) of this batch are not rated yet"):
+        human(prompts, completions)
+    session.press("5")
+    session.press("2")
+    assert human(prompts, completions) == [0.5, -0.25, 0.5, 0.0, 0.0, 0.0]
+    with pytest.raises(ValueError, match="mode 'stars' is unknown"):
+        lab.HumanReward(tmp_path / "labels.sqlite", mode="stars")
+
+
+def test_a_simulated_annotator_rates_by_its_gold():
+    annotator = lab.SimulatedAnnotator(lambda p, c: len(c) / 4, temperature=0.0)
+    assert annotator.rate("p", ["", "ab", "abcd"]) == [1, 3, 5]
+    noisy = lab.SimulatedAnnotator(lambda p, c: 0.5, temperature=0.5, seed=1)
+    scores = [s for _ in range(50) for s in noisy.rate("p", ["a", "b"])]
+    assert set(scores) > {2, 3, 4} and min(scores) >= 1 and max(scores) <= 5
+
+
 def test_a_batch_is_rewarded_only_once_every_item_is_rated(tmp_path):
     human = lab.HumanReward(tmp_path / "labels.sqlite", annotator="ana")
     prompts = ["Say hi.", "Say hi.", "Name a colour.", "Name a colour.", "Count.", "Count."]
@@ -65,10 +94,11 @@ def test_ratings_survive_a_killed_kernel(tmp_path):
     assert human(prompts, completions) == [0.5, -0.5, -0.5, 0.5, 0.5, -0.5]
 
 
-def test_a_simulated_annotator_as_the_reward_teaches_ppo_its_taste(tmp_path):
+@pytest.mark.parametrize("mode", ["pairwise", "rating"])
+def test_a_simulated_annotator_as_the_reward_teaches_ppo_its_taste(tmp_path, mode):
     task = lab.task("variety")
     annotator = lab.SimulatedAnnotator(task, temperature=0.1, seed=0, ties=False)
-    human = lab.HumanReward(tmp_path / "labels.sqlite", annotator="sim", simulate=annotator)
+    human = lab.HumanReward(tmp_path / "labels.sqlite", annotator="sim", mode=mode, simulate=annotator)
     policy = lab.tiny_model("causal", seed=0)
     config = lab.PPOConfig(output_dir=str(tmp_path / "ppo"), total_updates=10, batch_size=8, mini_batch_size=4,
                            max_new_tokens=8, learning_rate=1e-2, lora_r=8, temperature=0.1, seed=0, monitor=False)  # fmt: skip

@@ -123,6 +123,51 @@ class TestRanking:
         assert session.ranking == []
 
 
+def rating_items(count, n=2):
+    return [dict(item, metadata={"rating": 5}) for item in items(count, n)]
+
+
+class TestRating:
+    def test_keys_score_each_response_in_turn_and_the_last_submits(self, store):
+        session = LabelingSession(store, rating_items(2, n=3), annotator="ana")
+        assert session.rating and session.state()["rating"] is True
+        assert session.press("4") is None and session.press("2") is None and session.ranking == [4, 2]
+        assert session.press("Backspace") is None and session.ranking == [4]  # takes back the last score
+        for key in ("0", "t", "6", "Enter", "a"):  # no choices on a rating item
+            assert session.press(key) is None
+        assert session.ranking == [4] and store.events() == []
+        session.press("5")
+        assert isinstance(session.press("1"), int) and session.prompt == "p1" and session.ranking == []
+        session.rate(3)
+        session.press("Escape")
+        assert session.ranking == []
+        session.submit({"scores": [2, 2, 5]})
+        assert in_force(store) == {"p0": {"scores": [4, 5, 1]}, "p1": {"scores": [2, 2, 5]}} and session.done
+
+    def test_bad_scores_and_scores_on_a_choice_item_are_refused(self, store):
+        session = LabelingSession(store, rating_items(1) + items(2)[1:], annotator="ana")
+        with pytest.raises(ValueError, match="score 7: not a whole number 1-5"):
+            session.rate(7)
+        with pytest.raises(ValueError, match="1 of 2 responses are scored"):
+            session.rate(2) or session.submit()
+        with pytest.raises(ValueError, match=r"ratings \[2, 9\] .* are not all whole numbers 1-5"):
+            session.submit({"scores": [2, 9]})
+        with pytest.raises(ValueError, match="do not score the item's 2 responses"):
+            session.submit({"scores": [2]})
+        session.handle({"type": "action", "action": "rate", "score": 4, "item_id": session.item_id})
+        assert in_force(store) == {"p0": {"scores": [2, 4]}} and session.prompt == "p1"
+        assert not session.rating and session.state()["rating"] is False
+        with pytest.raises(ValueError, match="this item asks for a choice, not scores"):
+            session.rate(3)
+        assert session.press("1") is not None  # a choice item: 1 is "A better"
+
+    def test_ratings_vote_on_pairs_and_export_as_preferences(self, store):
+        session = LabelingSession(store, rating_items(2), annotator="ana")
+        session.submit({"scores": [2, 5]})
+        session.submit({"scores": [3, 3]})
+        assert store.to_preferences(ties="exclude").num_rows == 1  # 5 beats 2; equal scores tie
+
+
 class TestUndo:
     def test_undo_brings_the_item_back_and_the_shown_one_comes_next(self, store):
         session = LabelingSession(store, items(4), annotator="ana")

@@ -7,13 +7,15 @@
 // "<script>" and "<img onerror=...>" show as the characters they are.
 // Stable data-testid attributes are for the browser test: panel, annotator, progress, error,
 // message, prompt, candidate-<i>, candidate-text-<i>, score-<i>, rank-<i>, ranking, done, btn-*.
+// A rating item (trait "rating") asks for a score 1-5 per response in turn: rank-<i> shows each
+// response's score, the response being scored carries the class rlhf-current.
 
 const KEYS = new Set([
   "0", "1", "2", "3", "4", "5", "6", "7", "8", "9",
   "s", "S", "u", "U", "t", "T", "Backspace", "Enter", "Escape",
 ]);
 const TRAITS = [
-  "annotator", "prompt", "responses", "ranking", "labeled", "skipped", "queued",
+  "annotator", "prompt", "responses", "rating", "ranking", "labeled", "skipped", "queued",
   "labels_per_minute", "show_scores", "scores", "error", "message", "done",
 ];
 
@@ -80,37 +82,43 @@ function render({ model, el }) {
   function drawCandidates() {
     const responses = model.get("responses");
     const n = responses.length;
+    const rating = model.get("rating");
     candidates.replaceChildren();
     responses.forEach((response, i) => {
       const card = node("article", "rlhf-candidate", `candidate-${i}`);
       const head = node("div", "rlhf-heading");
       head.append(
-        text("span", "rlhf-letter", null, `${letter(i, n)} (key ${i + 1})`),
+        text("span", "rlhf-letter", null, rating ? `Response ${i + 1}` : `${letter(i, n)} (key ${i + 1})`),
         node("span", "rlhf-rank", `rank-${i}`),
         node("span", "rlhf-score", `score-${i}`),
       );
       const body = text("div", "rlhf-text", `candidate-text-${i}`, response);
       card.append(head, body);
-      if (n > 2) card.append(button(`Rank next (${i + 1})`, `btn-rank-${i}`, "Next best", () => action("rank", { index: i })));
+      if (n > 2 && !rating) card.append(button(`Rank next (${i + 1})`, `btn-rank-${i}`, "Next best", () => action("rank", { index: i })));
       candidates.append(card);
     });
-    drawButtons(n);
+    drawButtons(n, rating);
   }
 
-  function drawButtons(n) {
-    const list = n > 2
-      ? [
-          ["Submit ranking (Enter)", "btn-submit-ranking", "Submit the picks, best first", () => action("submit", { decision: null })],
-          ["Clear picks (Esc)", "btn-clear-ranking", "Start the ranking again", () => action("clear_ranking")],
-          ["Tie (t)", "btn-tie", "All equally good", () => action("submit", { decision: "tie" })],
-        ]
-      : [
-          ["A better (1)", "btn-A", "Response A is better", () => action("submit", { decision: "A" })],
-          ["B better (2)", "btn-B", "Response B is better", () => action("submit", { decision: "B" })],
-          ["Tie (3)", "btn-tie", "Equally good", () => action("submit", { decision: "tie" })],
-        ];
+  function drawButtons(n, rating) {
+    const scale = ["1 bad", "2", "3 okay", "4", "5 great"];
+    const list = rating
+      ? scale.map((label, k) => [
+          `${label} (${k + 1})`, `btn-rate-${k + 1}`, "Score the highlighted response", () => action("rate", { score: k + 1 }),
+        ])
+      : n > 2
+        ? [
+            ["Submit ranking (Enter)", "btn-submit-ranking", "Submit the picks, best first", () => action("submit", { decision: null })],
+            ["Clear picks (Esc)", "btn-clear-ranking", "Start the ranking again", () => action("clear_ranking")],
+            ["Tie (t)", "btn-tie", "All equally good", () => action("submit", { decision: "tie" })],
+          ]
+        : [
+            ["A better (1)", "btn-A", "Response A is better", () => action("submit", { decision: "A" })],
+            ["B better (2)", "btn-B", "Response B is better", () => action("submit", { decision: "B" })],
+            ["Tie (3)", "btn-tie", "Equally good", () => action("submit", { decision: "tie" })],
+          ];
+    if (!rating) list.push(["Both bad (0)", "btn-both_bad", "None is acceptable", () => action("submit", { decision: "both_bad" })]);
     list.push(
-      ["Both bad (0)", "btn-both_bad", "None is acceptable", () => action("submit", { decision: "both_bad" })],
       ["Skip (s)", "btn-skip", "Decide later", () => action("skip")],
       ["Undo (u)", "btn-undo", "Take back the previous label", () => action("undo")],
       ["Show scores", "btn-toggle-scores", "Reward-model scores (hidden to avoid anchoring)", () => action("toggle_scores")],
@@ -123,6 +131,7 @@ function render({ model, el }) {
     const responses = model.get("responses");
     const n = responses.length;
     const picks = model.get("ranking");
+    const rating = model.get("rating");
     const scores = model.get("scores");
     const shown = model.get("show_scores") && scores.length === n;
     const isDone = model.get("done");
@@ -141,16 +150,21 @@ function render({ model, el }) {
       const rank = candidates.querySelector(`[data-testid="rank-${i}"]`);
       const score = candidates.querySelector(`[data-testid="score-${i}"]`);
       const at = picks.indexOf(i);
-      if (rank) rank.textContent = at >= 0 ? `#${at + 1}` : "";
+      if (rank && rating) rank.textContent = i < picks.length ? `score ${picks[i]}` : "";
+      else if (rank) rank.textContent = at >= 0 ? `#${at + 1}` : "";
+      const card = candidates.querySelector(`[data-testid="candidate-${i}"]`);
+      if (card) card.classList.toggle("rlhf-current", rating && !isDone && i === picks.length);
       if (score) {
         score.textContent = shown ? `reward ${scores[i].toFixed(3)}` : "";
         score.hidden = !shown;
       }
     }
-    ranking.textContent = n > 2
-      ? `Ranking (best first): ${picks.map((i) => letter(i, n)).join(" > ") || "press the numbers, then Enter"}`
-      : "";
-    ranking.hidden = n <= 2;
+    ranking.textContent = rating
+      ? `Score response ${Math.min(picks.length + 1, n)} of ${n}: press 1 (bad) to 5 (great)`
+      : n > 2
+        ? `Ranking (best first): ${picks.map((i) => letter(i, n)).join(" > ") || "press the numbers, then Enter"}`
+        : "";
+    ranking.hidden = n <= 2 && !rating;
     for (const b of buttons.querySelectorAll("button")) {
       b.disabled = isDone && b.dataset.testid !== "btn-undo" && b.dataset.testid !== "btn-toggle-scores";
     }
@@ -170,15 +184,16 @@ function render({ model, el }) {
   }
 
   root.addEventListener("keydown", onKey);
-  model.on("change:responses", drawCandidates);
-  for (const name of TRAITS) if (name !== "responses") model.on(`change:${name}`, update);
+  const redraw = new Set(["responses", "rating"]); // these change the cards and buttons themselves
+  for (const name of redraw) model.on(`change:${name}`, drawCandidates);
+  for (const name of TRAITS) if (!redraw.has(name)) model.on(`change:${name}`, update);
   drawCandidates();
   requestAnimationFrame(() => root.focus({ preventScroll: true }));
 
   return () => {
     root.removeEventListener("keydown", onKey);
-    model.off("change:responses", drawCandidates);
-    for (const name of TRAITS) if (name !== "responses") model.off(`change:${name}`, update);
+    for (const name of redraw) model.off(`change:${name}`, drawCandidates);
+    for (const name of TRAITS) if (!redraw.has(name)) model.off(`change:${name}`, update);
   };
 }
 

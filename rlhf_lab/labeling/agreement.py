@@ -5,10 +5,11 @@ decisions into a consensus per pair of responses (what the exports train on) and
 statistics (how far to trust it). Everything here is a pure function over plain values, so each
 one is tested against numbers worked out by hand.
 
-A decision is "A", "B", "tie", "both_bad", "skip", or a ranking (response indices, best first).
-Every decision is read as votes on the pairs of positions ``(i, j)``, ``i < j``, each vote one of
-``OUTCOMES``: "first" (i is better), "second" (j is better), "tie" or "both_bad". A ranking votes
-on every pair; "tie" and "both_bad" on an item with N > 2 responses say that of every pair;
+A decision is "A", "B", "tie", "both_bad", "skip", a ranking (response indices, best first), or
+ratings ``{"scores": [4, 2]}`` (one score 1-5 per response). Every decision is read as votes on the
+pairs of positions ``(i, j)``, ``i < j``, each vote one of ``OUTCOMES``: "first" (i is better),
+"second" (j is better), "tie" or "both_bad". A ranking votes on every pair, ratings too (equal
+scores tie); "tie" and "both_bad" on an item with N > 2 responses say that of every pair;
 "skip" abstains.
 """
 
@@ -21,10 +22,11 @@ from collections.abc import Hashable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-Decision = str | list[int]
+Decision = str | list[int] | dict[str, list[int]]
 Pair = tuple[int, int]
 SIMPLE_DECISIONS = ("A", "B", "tie", "both_bad", "skip")
 OUTCOMES = ("first", "second", "tie", "both_bad")
+RATING_SCALE = 5  # ratings are whole scores 1..RATING_SCALE, one per response (keys 1-5)
 Z95 = 1.959963984540054  # the two-sided 95% normal quantile
 
 
@@ -44,6 +46,8 @@ def encode_decision(decision: Any, n: int, item: str = "") -> str:
         also = f", or {rank_fix}" if n > 2 else ""
         known = ", ".join(map(repr, SIMPLE_DECISIONS if n == 2 else SIMPLE_DECISIONS[2:]))
         raise ValueError(f"decision {decision!r} is unknown. Fix: use one of {known}{also}")
+    if isinstance(decision, Mapping):
+        return json.dumps({"scores": _ratings(decision, n, of_item)})
     if isinstance(decision, (list, tuple)):
         ranking = [int(x) if hasattr(x, "__index__") and not isinstance(x, bool) else x for x in decision]
         if sorted(map(repr, ranking)) != sorted(map(repr, range(n))):
@@ -52,11 +56,24 @@ def encode_decision(decision: Any, n: int, item: str = "") -> str:
                 f"0..{n - 1} exactly once). Fix: {rank_fix}"
             )
         return ("A" if ranking[0] == 0 else "B") if n == 2 else json.dumps(ranking)
-    raise ValueError(f"decision is a {type(decision).__name__}. Fix: pass a string such as 'A', or a ranking list")
+    raise ValueError(
+        f"decision is a {type(decision).__name__}. Fix: pass a string such as 'A', a ranking list, or ratings "
+        "{'scores': [...]}"
+    )
+
+
+def _ratings(decision: Mapping, n: int, of_item: str) -> list[int]:
+    scores = decision.get("scores")
+    fix = f"give {{'scores': [...]}} with {n} whole numbers 1-{RATING_SCALE}, one per response, in response order"
+    if set(decision) != {"scores"} or not isinstance(scores, (list, tuple)) or len(scores) != n:
+        raise ValueError(f"ratings {dict(decision)!r}{of_item} do not score the item's {n} responses. Fix: {fix}")
+    if not all(hasattr(x, "__index__") and not isinstance(x, bool) and 1 <= x <= RATING_SCALE for x in scores):
+        raise ValueError(f"ratings {list(scores)!r}{of_item} are not all whole numbers 1-{RATING_SCALE}. Fix: {fix}")
+    return [int(x) for x in scores]
 
 
 def decode_decision(text: str | None) -> Decision | None:
-    return json.loads(text) if text is not None and text.startswith("[") else text
+    return json.loads(text) if text is not None and text[:1] in ("[", "{") else text
 
 
 def pair_votes(decision: Decision, n: int) -> dict[Pair, str]:
@@ -70,6 +87,9 @@ def pair_votes(decision: Decision, n: int) -> dict[Pair, str]:
         return {(0, 1): "first"}
     if decision == "B":
         return {(0, 1): "second"}
+    if isinstance(decision, Mapping):
+        s = decision["scores"]
+        return {(i, j): "first" if s[i] > s[j] else "second" if s[i] < s[j] else "tie" for i, j in pairs}
     place = {response: rank for rank, response in enumerate(decision)}
     return {(i, j): "first" if place[i] < place[j] else "second" for i, j in pairs}
 
@@ -270,14 +290,19 @@ def win_counts(decided: Iterable[tuple[Any, Mapping[Pair, str]]], model_a: str, 
     return WinRate(model_a, model_b, counts["wins"], counts["losses"], counts["tie"], counts["both_bad"])
 
 
+def _category(decision: Decision) -> Hashable:
+    """A decision as one nominal category (hashable): a ranking or a set of ratings is one value."""
+    if isinstance(decision, str):
+        return decision
+    return ("scores", *decision["scores"]) if isinstance(decision, Mapping) else tuple(decision)
+
+
 def agreement_report(decided: Mapping[str, Mapping[str, Decision]]) -> dict[str, Any]:
     """Agreement over ``{item: {annotator: decision}}``, skips left out, decisions as nominal
     categories (a ranking is one category): ``alpha`` over items with two or more decisions,
     ``pairwise`` Cohen's kappa per pair of annotators over the items both decided, and ``kappa``
     when there are exactly two annotators (None otherwise)."""
-    labels = [
-        {who: d if isinstance(d, str) else tuple(d) for who, d in by.items() if d != "skip"} for by in decided.values()
-    ]
+    labels = [{who: _category(d) for who, d in by.items() if d != "skip"} for by in decided.values()]
     names = sorted({who for by in labels for who in by})
     pairwise = []
     for index, first in enumerate(names):

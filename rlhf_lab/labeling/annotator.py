@@ -7,6 +7,7 @@
 
 The annotator prefers A with P = sigmoid((gold_A - gold_B) / T) (Bradley-Terry; T in gold units).
 T = 0 always picks the higher gold. Equal gold is a "tie" (with `ties=False`: a fair coin).
+Asked for ratings, it scores each response 1-5 from its gold (0 -> 1, 1 -> 5) plus T x normal noise.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from typing import Any
 
 import numpy as np
 
+from rlhf_lab.labeling.agreement import RATING_SCALE
 from rlhf_lab.models.chat import to_messages
 from rlhf_lab.rewards import RewardFunction, as_scorer
 from rlhf_lab.tasks import task
@@ -95,15 +97,24 @@ class SimulatedAnnotator:
         noisy = gold + self.temperature * self.rng.gumbel(size=len(responses))
         return [int(i) for i in np.argsort(-noisy, kind="stable")]
 
+    def rate(self, prompt: Any, responses: Sequence[str]) -> list[int]:
+        """A score 1-5 per response: gold in [0, 1] mapped onto 1..5, plus T x normal noise, rounded and clipped."""
+        gold = np.asarray(self.scores([prompt] * len(responses), responses), dtype=np.float64)
+        noisy = gold + self.temperature * self.rng.standard_normal(len(responses))
+        return [int(x) for x in np.clip(np.rint(1 + (RATING_SCALE - 1) * noisy), 1, RATING_SCALE)]
+
     def label_session(self, session: Any, limit: int | None = None) -> int:
         """Label a ``LabelingSession``'s queue to the end (or ``limit`` items) through
-        ``session.submit``, a pair by ``choice`` and N > 2 responses by ``rank``; returns how many
-        were labelled. A ``LabelingPanel`` works too: its traits follow the session."""
+        ``session.submit``: a pair by ``choice``, N > 2 responses by ``rank``, a rating item by
+        ``rate``; returns how many were labelled. A ``LabelingPanel`` works too: its traits follow
+        the session."""
         done = 0
         while not session.done and (limit is None or done < limit):
-            responses = list(session.responses)
-            prompt = session.prompt
-            session.submit(self.choice(prompt, *responses) if len(responses) == 2 else self.rank(prompt, responses))
+            responses, prompt = list(session.responses), session.prompt
+            if session.rating:
+                session.submit({"scores": self.rate(prompt, responses)})
+            else:
+                session.submit(self.choice(prompt, *responses) if len(responses) == 2 else self.rank(prompt, responses))
             done += 1
         return done
 

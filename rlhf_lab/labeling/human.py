@@ -1,17 +1,21 @@
 """A person as PPO's reward: each rollout batch goes to the labelling panel as items (the completions of one
-prompt side by side), and the choices become the batch's rewards.
+prompt side by side), and the choices or scores become the batch's rewards.
 
-    human = lab.HumanReward("labels.sqlite", annotator="me")
+    human = lab.HumanReward("labels.sqlite", annotator="me")   # mode="pairwise" (default) or "rating"
     batch = human.rollout(session)      # each prompt sampled `group` times (default 2)
-    human.panel(batch)                  # rate in the notebook: 1 A better, 2 B better, 3 tie, 0 both bad
+    human.panel(batch)                  # pairwise: 1 A better, 2 B better, 3 tie, 0 both bad
     session.step(human.score(batch))    # refused until every item of the batch is rated
 
 `HumanReward(..., simulate=lab.SimulatedAnnotator(task))` rates through the same `LabelingSession` the panel
 drives, so a batch runs headless. Every choice is a store event like any label (SQLite, WAL, synchronous):
 a crash loses no acknowledged rating, and the ratings can later train a reward model (`store.to_preferences()`).
 
-Rewards: in an item of n completions, the one ranked k-th (0 = best) earns 0.5 - k/(n-1) (a pair: +0.5 and
--0.5); a tie gives each 0, "both bad" each -0.5. Identical completions are not asked about: each earns 0.
+Rewards, pairwise: in an item of n completions, the one ranked k-th (0 = best) earns 0.5 - k/(n-1) (a pair:
++0.5 and -0.5); a tie gives each 0, "both bad" each -0.5. Identical completions are not asked about: each
+earns 0. Rating mode (`mode="rating"`, keys 1-5: a score per completion in turn): a score s earns
+(s - 3) / 4, from -0.5 (1) to +0.5 (5); scores are absolute, so they also compare across prompts. A
+completion that repeats another of its prompt is shown once and shares its score; an item is asked only
+when it holds two or more distinct, non-empty completions (else each earns 0).
 A `HumanReward` is also a reward function, `human(prompts, completions)`, so `session.score(batch,
 reward=human)` works the same way.
 """
@@ -19,8 +23,10 @@ reward=human)` works the same way.
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from typing import Any
 
+from rlhf_lab.labeling.agreement import RATING_SCALE
 from rlhf_lab.labeling.panel import LabelingPanel
 from rlhf_lab.labeling.session import LabelingSession
 from rlhf_lab.labeling.store import PreferenceStore
@@ -31,16 +37,21 @@ BOTH_BAD = -0.5
 
 class HumanReward:
     """The labelling panel as a reward source for `lab.PPOSession`. `store`: a PreferenceStore or its file;
-    `annotator`: whose ratings count; `group`: completions per prompt in `rollout` (2: pairs);
-    `simulate`: a SimulatedAnnotator that rates each batch as it is asked (headless runs)."""
+    `annotator`: whose ratings count; `mode`: "pairwise" (choose between completions) or "rating" (a score
+    1-5 each); `group`: completions per prompt in `rollout` (2: pairs); `simulate`: a SimulatedAnnotator that
+    rates each batch as it is asked (headless runs)."""
 
     __name__ = "human"
 
-    def __init__(self, store: Any, annotator: str = "me", *, group: int = 2, simulate: Any = None) -> None:
+    def __init__(
+        self, store: Any, annotator: str = "me", *, mode: str = "pairwise", group: int = 2, simulate: Any = None
+    ) -> None:
         if not isinstance(group, int) or group < 2:
             raise ValueError(f"group must be an integer >= 2 (completions compared per prompt), got {group!r}")
+        if mode not in ("pairwise", "rating"):
+            raise ValueError(f"mode {mode!r} is unknown. Fix: mode='pairwise' (choices) or mode='rating' (scores 1-5)")
         self.store = store if isinstance(store, PreferenceStore) else PreferenceStore(os.fspath(store))
-        self.annotator, self.group, self.simulate = annotator, group, simulate
+        self.annotator, self.mode, self.group, self.simulate = annotator, mode, group, simulate
 
     def rollout(self, session: Any) -> RolloutBatch:
         """The session's next batch with each of its prompts sampled `group` times, side by side: batch_size
@@ -50,8 +61,8 @@ class HumanReward:
         return session.rollout([p for p in prompts for _ in range(self.group)])
 
     def items(self, prompts: list, completions: list[str]) -> list[tuple[list[int], dict | None]]:
-        """(the completions' positions, the store item or None when they are identical) for each run of
-        consecutive completions of one prompt, `group` at a time."""
+        """(the completions' positions, the store item or None when it cannot be asked) for each run of
+        consecutive completions of one prompt, `group` at a time (see the module docstring)."""
         out, start = [], 0
         while start < len(completions):
             end = start + 1
@@ -59,8 +70,12 @@ class HumanReward:
                 end += 1
             rows = list(range(start, end))
             texts = [completions[i] for i in rows]
-            distinct = len(rows) > 1 and len(set(texts)) == len(texts) and all(t.strip() for t in texts)
-            out.append((rows, {"prompt": prompts[start], "responses": texts} if distinct else None))
+            shown = list(dict.fromkeys(texts)) if self.mode == "rating" else texts
+            asked = len(shown) > 1 and len(set(shown)) == len(shown) and all(t.strip() for t in shown)
+            item = {"prompt": prompts[start], "responses": shown} if asked else None
+            if item is not None and self.mode == "rating":
+                item["metadata"] = {"rating": RATING_SCALE}
+            out.append((rows, item))
             start = end
         return out
 
@@ -84,14 +99,14 @@ class HumanReward:
         unrated = 0
         asked = [(rows, item) for rows, item in self.items(list(prompts), list(completions)) if item is not None]
         ids = self.store.add_items([item for _, item in asked])  # the same content is the same item: its id
-        for (rows, _), item_id in zip(asked, ids):
+        for (rows, item), item_id in zip(asked, ids):
             decision = self.store.decision(item_id, self.annotator)
-            scores = item_rewards(decision, len(rows))
+            scores = item_rewards(decision, len(item["responses"]))
             if scores is None:
                 unrated += 1
                 continue
-            for i, score in zip(rows, scores):
-                rewards[i] = score
+            for i in rows:
+                rewards[i] = scores[item["responses"].index(completions[i])]
         if unrated:
             raise BatchError(
                 f"{unrated} item(s) of this batch are not rated yet by {self.annotator!r}. Fix: rate them in "
@@ -109,13 +124,16 @@ class HumanReward:
 
     def __repr__(self) -> str:
         who = f"simulated by {type(self.simulate).__name__}" if self.simulate is not None else "a person"
-        return f"HumanReward({str(self.store.path)!r}, annotator={self.annotator!r}, group={self.group}, {who})"
+        mode = f"mode={self.mode!r}, group={self.group}"
+        return f"HumanReward({str(self.store.path)!r}, annotator={self.annotator!r}, {mode}, {who})"
 
 
 def item_rewards(decision: Any, n: int) -> list[float] | None:
     """Each completion's reward from one decision on an item of `n` (None: not rated, or skipped)."""
     if decision in (None, "skip"):
         return None
+    if isinstance(decision, Mapping):  # ratings: 1 -> -0.5, 3 -> 0, 5 -> +0.5
+        return [(s - (1 + RATING_SCALE) / 2) / (RATING_SCALE - 1) for s in decision["scores"]]
     if decision == "tie":
         return [0.0] * n
     if decision == "both_bad":

@@ -10,7 +10,7 @@ decided" means are the session's (see ``rlhf_lab.labeling.session``).
 
 Every button and key sends a message (``{"type": "key", "key": "1", "item_id": ...}`` or
 ``{"type": "action", "action": "skip", ...}``) that ``session.handle`` applies, through the same
-code as ``press``, ``submit``, ``skip``, ``undo``, ``rank`` and ``toggle_scores``.
+code as ``press``, ``submit``, ``skip``, ``undo``, ``rank``, ``rate`` and ``toggle_scores``.
 
 - Errors from keys, buttons and observers are shown in the panel (``error``) and logged (the
   session does both); programmatic calls show them too and raise. Jupyter only logs an exception
@@ -55,7 +55,8 @@ class LabelingPanel(anywidget.AnyWidget):
     item_id = t.Unicode("").tag(sync=True)
     prompt = t.Unicode("").tag(sync=True)
     responses = t.List(t.Unicode()).tag(sync=True)
-    ranking = t.List(t.Int()).tag(sync=True)  # picks so far (response indices, best first), N > 2
+    rating = t.Bool(False).tag(sync=True)  # the item asks for a score 1-5 per response
+    ranking = t.List(t.Int()).tag(sync=True)  # picks so far (indices best first, N > 2), or scores given
     labeled = t.Int(0).tag(sync=True)  # this annotator's decisions in force, skips left out
     skipped = t.Int(0).tag(sync=True)
     queued = t.Int(0).tag(sync=True)  # on screen + waiting (what the source can tell)
@@ -112,6 +113,10 @@ class LabelingPanel(anywidget.AnyWidget):
     def rank(self, index: int) -> None:
         """Pick response ``index`` (0-based) as the next best one in the ranking being built."""
         self.session.rank(index)
+
+    def rate(self, score: int) -> int | None:
+        """Score the next unscored response of a rating item (1-5); the last score submits."""
+        return self.session.rate(score)
 
     def press(self, key: str) -> int | None:
         """What a key press does (the front end sends the key's name); unknown keys do nothing."""

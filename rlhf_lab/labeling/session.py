@@ -8,11 +8,9 @@ before the next item shows.
     session.submit("A")                    # durable when it returns; the next item is loaded
     session.press("2")                     # exactly what that key does in the panel
 
-Keys (``rlhf_lab.labeling.keys``): with two responses ``1`` A better, ``2`` B better, ``3`` tie,
-``0`` both bad; with N > 2 the response numbers best first, then Enter (the last may be left
-out); always ``s`` skip, ``u``/Backspace undo (or take back the last pick), Escape clears the
-picks. ``handle(message)`` applies a front end's message (``{"type": "key", "key": "1",
-"item_id": ...}`` or ``{"type": "action", "action": "skip", ...}``).
+Keys: ``rlhf_lab.labeling.keys`` (two responses: 1 A, 2 B, 3 tie, 0 both bad; N > 2: a ranking;
+a rating item: a score 1-5 per response). ``handle(message)`` applies a front end's message
+(``{"type": "key", "key": "1", "item_id": ...}`` or ``{"type": "action", "action": "skip", ...}``).
 
 Behaviour worth knowing:
 - Each item is added to the store (``add_item``) before it is shown, so labels always refer
@@ -40,15 +38,16 @@ import threading
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
+from rlhf_lab.labeling.agreement import RATING_SCALE
 from rlhf_lab.labeling.item_queue import ItemQueue
 from rlhf_lab.labeling.keys import as_decision, decides, key_action
-from rlhf_lab.rewards import as_scorer
+from rlhf_lab.labeling.shown_scores import ShownScores
 
 log = logging.getLogger(__name__)
 
 # What a front end shows; LabelingPanel has one synced trait per name.
 STATE = (
-    *("annotator", "item_id", "prompt", "responses", "ranking", "labeled", "skipped", "queued"),
+    *("annotator", "item_id", "prompt", "responses", "rating", "ranking", "labeled", "skipped", "queued"),
     *("labels_per_minute", "show_scores", "scores", "error", "message", "done"),
 )
 
@@ -100,7 +99,7 @@ class LabelingSession:
         self._current: Any = None
         self._history: list[str] = []  # items labelled in this session, for undo
         self._ranking: list[int] = []  # picks so far (response indices, best first), N > 2
-        self._show_scores, self._scores, self._scorer = bool(show_scores), [], None
+        self._show_scores, self._scores, self._shown = bool(show_scores), [], ShownScores(reward_model)
         self._labeled = self._skipped = self._queued = 0
         self._labels_per_minute = 0.0
         self._error = self._message = ""
@@ -131,8 +130,14 @@ class LabelingSession:
         return [r.text for r in self._current.responses] if self._current is not None else []
 
     @property
+    def rating(self) -> bool:
+        """Whether the item on screen asks for a score 1-5 per response instead of a choice."""
+        return self._current is not None and bool(self._current.metadata.get("rating"))
+
+    @property
     def ranking(self) -> list[int]:
-        """The picks made with ``rank`` (0-based response indices, best first)."""
+        """The picks made with ``rank`` (0-based response indices, best first), or on a rating
+        item the scores given with ``rate`` so far (in response order)."""
         return list(self._ranking)
 
     @property
@@ -184,6 +189,11 @@ class LabelingSession:
         """Pick response ``index`` (0-based) as the next best one in the ranking being built."""
         self._run("rank", self._rank, index)
 
+    def rate(self, score: int) -> int | None:
+        """Score the next unscored response of a rating item (1-5); the last score submits them
+        all and returns the event id."""
+        return self._run("rate", self._rate, score)
+
     def clear_ranking(self) -> None:
         """Drop the picks made so far (what Escape does)."""
         self._run("clear ranking", self._ranking.clear)
@@ -232,8 +242,7 @@ class LabelingSession:
 
     def _fail(self, action: str, err: Exception) -> None:
         self._error = f"{action} failed: {err}"
-        # A ValueError is a fixable input problem: its message says it all. Others get a trace.
-        fixable = isinstance(err, ValueError)
+        fixable = isinstance(err, ValueError)  # a fixable input problem: its message says it all
         log.log(logging.WARNING if fixable else logging.ERROR, "LabelingSession: %s", self._error, exc_info=not fixable)
 
     def _notify(self) -> None:
@@ -258,6 +267,7 @@ class LabelingSession:
             "skip": lambda: self._submit("skip"),
             "undo": self._undo,
             "rank": lambda: self._rank(int(message["index"])),
+            "rate": lambda: self._rate(int(message["score"])),
             "clear_ranking": self._ranking.clear,
             "toggle_scores": self._toggle,
         }
@@ -267,9 +277,11 @@ class LabelingSession:
         return actions[action]()
 
     def _press(self, key: str) -> int | None:
-        action, arg = key_action(key, len(self.responses), bool(self._ranking)) or ("none", None)
+        action, arg = key_action(key, len(self.responses), bool(self._ranking), self.rating) or ("none", None)
         if action == "submit":
             return self._submit(arg)
+        if action == "rate":
+            return self._rate(arg)
         if action == "undo":
             return self._undo()
         if action == "rank":
@@ -282,7 +294,7 @@ class LabelingSession:
 
     def _submit(self, decision: Any) -> int:
         item = self._on_screen()
-        decision = as_decision(decision, len(item.responses), self._ranking)
+        decision = as_decision(decision, len(item.responses), self._ranking, self.rating)
         event = self.store.label(item.id, decision, self.annotator)  # durable when it returns
         self._history.append(item.id)
         if decision == "skip":
@@ -317,6 +329,13 @@ class LabelingSession:
         if index in self._ranking:
             raise ValueError(f"response {index + 1} is already ranked; Backspace takes back the last pick")
         self._ranking.append(index)
+
+    def _rate(self, score: int) -> int | None:
+        if not (self._on_screen() and self.rating and isinstance(score, int) and 1 <= score <= RATING_SCALE):
+            wrong = f"not a whole number 1-{RATING_SCALE}" if self.rating else "this item asks for a choice, not scores"
+            raise ValueError(f"score {score!r}: {wrong}. Fix: on a rating item, press 1-{RATING_SCALE} per response")
+        self._ranking.append(score)
+        return self._submit(None) if len(self._ranking) == len(self._current.responses) else None
 
     def _refresh(self) -> None:
         self._recount()
@@ -376,13 +395,6 @@ class LabelingSession:
         item, self._scores = self._current, []
         if not self._show_scores or item is None:
             return
-        rewards = [r.metadata.get("reward") for r in item.responses]
-        if any(not isinstance(r, (int, float)) for r in rewards):
-            if self.reward_model is None:
-                self._message = "No scores: these items carry none. Fix: pass reward_model="
-                return
-            if self._scorer is None:  # adapted once: a reward run is loaded on the first toggle only
-                self._scorer = as_scorer(self.reward_model)
-            texts = [r.text for r in item.responses]
-            rewards = self._scorer([item.prompt] * len(texts), texts)
-        self._scores = [float(r) for r in rewards]
+        self._scores = self._shown(item) or []
+        if not self._scores:
+            self._message = "No scores: these items carry none. Fix: pass reward_model="

@@ -96,8 +96,9 @@ def _item_row(item: Mapping[str, Any], where: str = "") -> dict:
             )
     prompt_json = _json(prompt, f"{where}prompt")
     item_id = item.get("id")
-    if item_id is None:
-        item_id = _digest([prompt_json, *(r[0] for r in rows)])[:20]
+    if item_id is None:  # a rating item (scores, not a choice) is another item than a pair of the same texts
+        rating = ["rating"] if isinstance(item.get("metadata"), Mapping) and item["metadata"].get("rating") else []
+        item_id = _digest([prompt_json, *(r[0] for r in rows), *rating])[:20]
     elif not isinstance(item_id, str) or not item_id.strip():
         raise ValueError(f"{where}id {item_id!r} is not a usable id. Fix: pass a non-empty string, or no id")
     metadata = _json_object(item.get("metadata"), f"{where}metadata")
