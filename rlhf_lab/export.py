@@ -46,14 +46,15 @@ def _resolve(source: Any) -> tuple[ModelBundle, dict, Any]:
     if isinstance(source, (str, os.PathLike)):
         source = load_run(source)
     if isinstance(source, RunResult):
-        if source.bundle is None:
+        bundle = source.bundle  # read once: an offloaded run loads its model back here
+        if bundle is None:
             raise ValueError(f"the run in {source.output_dir} holds no model to export")
         config = source.config
         if config is None and (Path(source.output_dir) / "config.yaml").exists():
             import yaml
 
             config = yaml.safe_load((Path(source.output_dir) / "config.yaml").read_text())
-        return source.bundle, dict(source.summary or {}), config
+        return bundle, dict(source.summary or {}), config
     if isinstance(source, ModelBundle):
         return source, {"model": source.name}, None
     raise TypeError(

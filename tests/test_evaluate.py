@@ -259,3 +259,34 @@ class TestCompare:
         import rlhf_lab.evaluation.evaluate  # noqa: F401  (Python sets the module on the package over the function)
 
         assert lab.evaluate(tiny_policy, PROMPTS[:2], max_new_tokens=2)["n_prompts"] == 2
+
+
+def test_compare_with_offloaded_runs_gives_the_same_table_one_model_at_a_time(tiny_policy, tmp_path, monkeypatch):
+    import gc
+
+    from rlhf_lab.evaluation import evaluate
+
+    config = dict(max_steps=1, per_device_train_batch_size=2, batch_size=2, max_length=48, monitor=False,
+                  disable_tqdm=True)  # fmt: skip
+    runs = [
+        lab.sft(tiny_policy, "starter", lab.SFTConfig(output_dir=str(tmp_path / f"sft{i}"), learning_rate=lr, **config))
+        for i, lr in enumerate((1e-2, 3e-2))
+    ]
+    prompts = lab.task("arithmetic").prompts("test")[:6]
+    options = dict(gold="arithmetic", ref=tiny_policy, max_new_tokens=6, n_boot=200, show=False)
+    kept = lab.compare([tiny_policy, *runs], prompts, **options)
+    for run in runs:
+        run.offload()
+    alive, real = [], evaluate.sample
+
+    def watching(policy, *args, **kwargs):  # how many trained models are in memory while each one samples
+        gc.collect()
+        alive.append(sum(run.__dict__["_loaded"]() is not None for run in runs))
+        return real(policy, *args, **kwargs)
+
+    monkeypatch.setattr(evaluate, "sample", watching)
+    offloaded = lab.compare([tiny_policy, *runs], prompts, **options)
+    pd.testing.assert_frame_equal(kept, offloaded)
+    assert max(alive) == 1 and len(alive) >= 2  # besides the baseline and reference, one run at a time
+    gc.collect()
+    assert all(run.__dict__["_loaded"]() is None for run in runs)  # and none once the table is made

@@ -187,3 +187,42 @@ class TestLoadRun:
         assert isinstance(again, RewardEnsemble) and len(again.members) == 2
         expected = [(a + b) / 2 for a, b in zip(members[0](PROMPTS, TEXTS), members[1](PROMPTS, TEXTS))]
         assert again(PROMPTS, TEXTS) == pytest.approx(expected, abs=1e-5)
+
+
+class TestOffload:
+    def test_the_model_leaves_memory_and_comes_back_the_same(self, tmp_path):
+        import gc
+        import weakref
+
+        run = finished_run(tmp_path / "sft")
+        ids = torch.tensor([[1, 2, 3, 4, 5]])
+        with torch.no_grad():
+            before = run.model(ids).logits
+        gone, name = weakref.ref(run.model), run.bundle.name
+        assert run.offload() is run and run.offloaded
+        gc.collect()
+        assert gone() is None  # nothing else kept the trained weights alive
+        model = run.model
+        with torch.no_grad():
+            assert torch.equal(model(ids).logits, before)
+        assert run.model is model and run.bundle.model is model  # one copy while something uses it
+        assert run.bundle.tokenizer is run.tokenizer and run.bundle.name == name
+        del model
+        gc.collect()
+        assert run.__dict__["_loaded"]() is None  # held weakly: unused, it leaves again
+
+    def test_a_reward_run_keeps_its_normalization(self, tmp_path):
+        run = finished_run(tmp_path / "rm", kind="reward")
+        run.bundle.offset, run.bundle.scale = 0.25, 2.0
+        scores = run(PROMPTS, TEXTS)
+        run.offload()
+        assert run(PROMPTS, TEXTS) == pytest.approx(scores, abs=1e-6) and run.bundle.scale == 2.0
+
+    def test_a_result_without_a_finished_folder_is_refused(self, tmp_path):
+        bundle = tiny_model("causal", seed=0)
+        run = RunResult("sft", bundle.model, bundle.tokenizer, None, {}, tmp_path / "nowhere")
+        with pytest.raises(ValueError, match="holds no finished run, so the model could not come back"):
+            run.offload()
+        assert run.model is bundle.model and not run.offloaded
+        with pytest.raises(AttributeError, match="no attribute 'weights'"):
+            _ = run.weights

@@ -27,7 +27,9 @@ always shown as escaped text, never as HTML.
 from __future__ import annotations
 
 import html
+import weakref
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -98,7 +100,9 @@ def compare(
 
     if isinstance(models, (str, bytes)) or not isinstance(models, Sequence) or not models:
         raise TypeError("compare needs a list of runs or policies, e.g. lab.compare([sft, ppo], prompts)")
-    policies = [as_policy(m) for m in models]
+    unusable = [type(m).__name__ for m in models if not (isinstance(m, (str, Path)) or hasattr(m, "tokenizer"))]
+    if unusable:  # checked before any sampling, without loading an offloaded run back
+        raise TypeError(f"compare got {', '.join(unusable)}; pass runs, policies, paths or model names")
     names = _unique([_name(m) for m in models])
     prompts, gold = _prompts_and_gold(prompts, gold)
     level, n_boot = options.pop("level", stats.LEVEL), options.pop("n_boot", stats.N_BOOT)
@@ -108,10 +112,13 @@ def compare(
         raise TypeError(f"compare got unknown options {sorted(unknown)}; it takes evaluate's keyword options")
     ev = _Evaluation(prompts, reward, gold, sampling, dict(level=level, n_boot=n_boot, seed=sampling.get("seed", 0)))
     if isinstance(baseline, int) and not isinstance(baseline, bool):
-        baseline = policies[baseline]
-    baseline = None if baseline is None else as_policy(baseline)
+        baseline = models[baseline]
+    # The baseline and the reference stay in memory; the others come in one at a time (an offloaded run is
+    # loaded back for its own row only).
+    baseline, ref = (None if m is None else as_policy(m) for m in (baseline, ref))
     rows, columns = [], {}
-    for name, policy in zip(names, policies):
+    for name, model in zip(names, models):
+        policy = as_policy(model)
         figures = ev.figures(policy, ref=ref, baseline=None if _same(baseline, policy) else baseline)
         columns[name] = figures.pop("samples")
         rows.append({"model": name, **figures})
@@ -156,11 +163,15 @@ class _Evaluation:
         self.gold = None if gold is None else gold_scorer(gold)
         self.pure = all(sampling.get(k, v) == v for k, v in PURE.items())
         self._cache: dict[tuple[int, bool], tuple[Samples, dict]] = {}
+        self._alive: dict[tuple, Any] = {}  # a weak reference to each cached policy's weights
 
     def samples(self, policy: Policy, pure: bool = False) -> tuple[Samples, dict[str, np.ndarray]]:
         # a run or bundle is keyed by its weights; best-of-n shares its base's weights, so also by its n and reward
         key = (id(policy.model), getattr(policy, "n", 1), id(getattr(policy, "scorer", None)), pure)
+        if key in self._cache and self._alive[key]() is not policy.model:  # freed weights, their id reused
+            del self._cache[key]
         if key not in self._cache:
+            self._alive[key] = weakref.ref(policy.model)
             settings = {**self.sampling, **(PURE if pure else {})}
             drawn = sample(policy, self.prompts, **settings)
             scores = {}

@@ -81,7 +81,7 @@ def load_reward_model(
     """
     from transformers import AutoModelForSequenceClassification
 
-    if isinstance(name, ModelBundle) or hasattr(name, "model"):
+    if isinstance(name, ModelBundle) or hasattr(name, "tokenizer"):  # a bundle or a run (not "model": it may load)
         model, tokenizer = _reward_head_on(name), name.tokenizer
         label = f"{getattr(name, 'name', 'model')}+reward-head"
         model.to(_pick_device(device))
@@ -156,8 +156,9 @@ def as_reward_model(obj: Any) -> RewardModel:
 def _as_bundle(obj: Any, cls: type, loader) -> Any:
     if isinstance(obj, cls):
         return obj
-    if hasattr(obj, "model") and hasattr(obj, "tokenizer"):
-        return cls(model=obj.model, tokenizer=obj.tokenizer, name=getattr(obj, "name", "model"))
+    model = getattr(obj, "model", None) if hasattr(obj, "tokenizer") else None  # read once: an offloaded run loads it
+    if model is not None:
+        return cls(model=model, tokenizer=obj.tokenizer, name=getattr(obj, "name", "model"))
     if obj is None or isinstance(obj, (str, Path)):
         return loader(obj)
     raise TypeError(f"expected a {cls.__name__}, a run result, a path or a model name, got {type(obj).__name__}")

@@ -281,7 +281,7 @@ def _reward_backbone(backbone: Any, config: RewardConfig) -> RewardModel:
             return tiny_model("reward", seed=config.seed)
         if source is None or isinstance(source, (str, Path)):
             return load_reward_model(source)
-        bundle = source.bundle if isinstance(source, RunResult) and source.bundle is not None else source
+        bundle = (source.bundle if isinstance(source, RunResult) else None) or source  # read once: it may load
         if _is_reward_model(bundle.model):
             return RewardModel(
                 model=copy.deepcopy(bundle.model),
