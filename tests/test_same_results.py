@@ -62,3 +62,79 @@ def test_lora_ppo_learns_the_same_with_merged_sampling(tmp_path, monkeypatch):
     for p, q in zip(merged.model.parameters(), apart.model.parameters()):
         assert torch.allclose(p, q, atol=1e-5)
     assert merged.metrics["objective/kl"].abs().max() > 0  # it trained
+
+
+def test_dpo_with_precomputed_reference_log_probs_learns_the_same(tmp_path):
+    prefs = lab.starter_data("preference", "train").select(range(8))
+    common = dict(num_train_epochs=1, per_device_train_batch_size=2, batch_size=4, learning_rate=1e-3, max_length=96,
+                  logging_steps=1, seed=0, monitor=False, disable_tqdm=True)  # fmt: skip
+    auto = lab.dpo("tiny", prefs, lab.DPOConfig(output_dir=str(tmp_path / "auto"), **common))
+    assert auto.summary["precompute_ref_log_probs"] and auto.summary["reference"].startswith("the starting model's")
+    live = lab.dpo("tiny", prefs,
+                   lab.DPOConfig(output_dir=str(tmp_path / "live"), precompute_ref_log_probs=False, **common))  # fmt: skip
+    assert not live.summary["precompute_ref_log_probs"] and live.summary["reference"] == "copy of the starting model"
+    a, b = auto.metrics.to_dict("records"), live.metrics.to_dict("records")
+    assert len(a) == len(b) >= 2
+    for x, y in zip(a, b):
+        keys = [k for k in x if not k.startswith(TIMING) and "runtime" not in k and "per_second" not in k]
+        assert [y[k] for k in keys] == pytest.approx([x[k] for k in keys], rel=1e-5, abs=1e-5, nan_ok=True)
+    for p, q in zip(auto.model.parameters(), live.model.parameters()):
+        assert torch.allclose(p, q, atol=1e-5)
+    assert auto.metrics["loss"].iloc[-1] != auto.metrics["loss"].iloc[0]  # it trained
+
+
+def test_precompute_only_when_every_pair_is_read():
+    from rlhf_lab.stages.reference import precompute_pays
+
+    def config(**kw):
+        return lab.DPOConfig(output_dir="unused", per_device_train_batch_size=4, batch_size=16, **kw)
+
+    assert precompute_pays(config(), 297)  # one epoch
+    assert not precompute_pays(config(max_steps=6), 297)  # 96 of 297 pairs: the pass would cost more
+    assert precompute_pays(config(max_steps=19), 297)  # 304 >= 297
+    assert not precompute_pays(config(precompute_ref_log_probs=False), 297)  # the user's choice wins
+    assert not precompute_pays(config(sync_ref_model=True), 297)
+
+
+def test_pair_chunks_keep_every_pair_once_within_the_budget():
+    from rlhf_lab.stages.reward_trainer import pair_chunks
+
+    lengths = torch.tensor([300, 40, 120, 90, 60, 200, 35, 100, 50, 80])  # 5 pairs: chosen, then rejected
+    chunks = pair_chunks(lengths, budget=1000)
+    assert sorted(torch.cat(chunks).tolist()) == [0, 1, 2, 3, 4]
+    longest = torch.maximum(lengths[:5], lengths[5:])
+    assert all(2 * len(c) * int(longest[c].max()) <= 1000 or len(c) == 1 for c in chunks)
+    assert [c.tolist() for c in chunks] == [[0], [2, 3, 4, 1]]  # longest first (300; 120, 90, 80, 40: 2 x 4 x 120)
+    assert pair_chunks(lengths, budget=1)[0].tolist() == [0]  # a pair over the budget is a chunk of its own
+
+
+def test_a_reward_model_trained_in_chunks_learns_the_same_as_trl(tmp_path, monkeypatch):
+    import trl
+
+    from rlhf_lab.stages import reward, reward_trainer
+
+    def run(name):
+        config = lab.RewardConfig(output_dir=str(tmp_path / name), max_steps=3, per_device_train_batch_size=8,
+                                  learning_rate=1e-3, max_length=256, logging_steps=1, seed=0, monitor=False,
+                                  normalize=False, disable_tqdm=True)  # fmt: skip
+        return lab.train_reward_model("tiny", "starter", config)
+
+    monkeypatch.setattr(reward_trainer, "CHUNK_TOKENS", 1024)  # several chunks per batch of 8 pairs
+    calls = []
+    real = reward_trainer.pair_chunks
+    monkeypatch.setattr(reward_trainer, "pair_chunks", lambda lengths: calls.append(1) or real(lengths, 1024))
+    chunked = run("chunked")
+    assert calls and len(real(torch.tensor([200] * 16), 1024)) > 1
+    monkeypatch.setattr(reward, "ChunkedRewardTrainer", trl.RewardTrainer)
+    whole = run("whole")
+    a, b = chunked.metrics.to_dict("records"), whole.metrics.to_dict("records")
+    assert len(a) == len(b) >= 3
+    for x, y in zip(a, b):
+        keys = [k for k in x if not k.startswith(TIMING) and "runtime" not in k and "per_second" not in k]
+        assert [y[k] for k in keys] == pytest.approx([x[k] for k in keys], rel=1e-5, abs=1e-5, nan_ok=True)
+    # Adam divides by the gradient's own size, so a rounding-level difference in a tiny gradient (a rare
+    # token's embedding) can move that weight by up to ~lr/30 here; a wrong loss or scale moves all by ~lr
+    for p, q in zip(chunked.model.parameters(), whole.model.parameters()):
+        assert torch.allclose(p, q, atol=1e-4)
+    numbers = {k: v for k, v in whole.summary["eval"].items() if isinstance(v, float)}
+    assert numbers and {k: chunked.summary["eval"][k] for k in numbers} == pytest.approx(numbers, rel=1e-5, abs=1e-5)

@@ -39,6 +39,13 @@ class DPOConfig(TRLStageConfig, trl.DPOConfig):
         metadata={"help": "AdamW learning rate; default: derived from the model's size (TRL's 1e-6 suits billions)."},
     )
     max_length: int | None = field(default=512, metadata={"help": "Truncate prompt + response to this many tokens."})
+    precompute_ref_log_probs: bool | None = field(
+        default=None,
+        metadata={
+            "help": "Compute the reference's log-probs once, before training, instead of a reference forward pass "
+            "in every step. None: when the run reads every pair at least once (then the pass pays for itself)."
+        },
+    )
 
     def __post_init__(self):
         # Before TRL's own __post_init__, so a bad value gets our message and not a ValueError from deep inside.

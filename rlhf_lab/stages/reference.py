@@ -158,6 +158,17 @@ def release(model: Any) -> Any:
     return model.eval()
 
 
+def precompute_pays(config: Any, examples: int) -> bool:
+    """Resolve `precompute_ref_log_probs=None`: precompute when the run reads every example at least once, so the
+    pass before training costs no more than the reference passes it saves (and the reference copy is not needed)."""
+    if getattr(config, "precompute_ref_log_probs", False) is not None:
+        return bool(getattr(config, "precompute_ref_log_probs", False))
+    batch = config.per_device_train_batch_size * config.gradient_accumulation_steps * max(1, config.world_size)
+    reads = config.max_steps * batch if config.max_steps > 0 else config.num_train_epochs * examples
+    config.precompute_ref_log_probs = not config.sync_ref_model and reads >= examples
+    return config.precompute_ref_log_probs
+
+
 def last_values(rows: list[dict], keys: tuple[str, ...]) -> dict:
     """The last logged value of each key, for summary.json (eval rows carry `eval_` names)."""
     found = {}
@@ -185,6 +196,8 @@ def train_with_reference(
     check_sync_ref(config, lora)
     run = start_run(stage, config, callbacks)
     policy, reference, spec, reference_kind = policy_and_reference(model, config, ref=ref, lora=lora)
+    if precompute_pays(config, len(dataset)) and reference_kind == "copy of the starting model":
+        reference, reference_kind = None, "the starting model's log-probs, computed before training"
     plan = announce(config, stage, policy.model, dataset)
     resolved = defaults.resolve(config, stage, policy.model, lora=bool(spec))
     peft_config = lora_config(spec, "causal") if spec else None
@@ -207,6 +220,7 @@ def train_with_reference(
         **summary,
         "beta": config.beta,
         "reference": reference_kind,
+        "precompute_ref_log_probs": bool(getattr(config, "precompute_ref_log_probs", False)),
         "train_examples": len(dataset),
         "defaults": resolved,
         "plan": plan,

@@ -50,6 +50,7 @@ from rlhf_lab.stages.reward_eval import (
     score_pairs,
     split_response,
 )
+from rlhf_lab.stages.reward_trainer import ChunkedRewardTrainer
 from rlhf_lab.stages.trl_config import TRLStageConfig
 
 
@@ -234,7 +235,7 @@ def _train_one(backbone, train, held_out, held_out_from, config: RewardConfig, *
         rm.model = apply_lora(rm.model, spec, task="reward", seed=config.seed)
     if not rm.tokenizer.chat_template:  # an encoder: TRL has no template to apply, so hand it the ids
         train, held_out = (_encoder_ids(rm, d, config) if d is not None else None for d in (train, held_out))
-    trainer = trl.RewardTrainer(
+    trainer = ChunkedRewardTrainer(
         model=rm.model,
         args=config,
         train_dataset=train,
