@@ -61,6 +61,7 @@ _EXPORTS = {
     "RunResult": "runs",
     "load_run": "runs",
     "export": "export",
+    "set_threads": "threads",
     # watch
     "LiveMonitor": "monitor.live",
     "plot_runs": "monitor.plots",

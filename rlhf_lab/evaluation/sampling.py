@@ -21,6 +21,7 @@ from rlhf_lab.models import as_policy
 from rlhf_lab.models.chat import tokenize_prompts
 from rlhf_lab.monitor.progress import track
 from rlhf_lab.stages.ppo.kl import per_token_kl
+from rlhf_lab.threads import apply_threads
 
 PURE = {"temperature": 1.0, "top_p": 1.0, "top_k": 0}
 
@@ -49,6 +50,7 @@ def sample(
     batch_size: int = 16,
 ) -> Samples:
     """Sample one completion per prompt (left-padded batches; the global RNG is left untouched)."""
+    apply_threads()  # evaluation computes on the free CPUs, as a stage does
     policy = as_policy(policy)
     custom = getattr(policy, "sample_completions", None)
     if custom is not None:  # best-of-n: n samples of its base, the best one kept

@@ -46,6 +46,7 @@ from rlhf_lab.labeling.active import disagreement, uncertainty
 from rlhf_lab.labeling.agreement import WinRate
 from rlhf_lab.monitor.progress import ProgressLine
 from rlhf_lab.rewards import as_scorer
+from rlhf_lab.threads import background
 
 log = logging.getLogger(__name__)
 
@@ -114,7 +115,8 @@ class PairGenerator:
         self._thread: threading.Thread | None = None
         if prefetch > 0:
             self._queue: queue.Queue = queue.Queue(maxsize=max(prefetch, self.window))
-            self._thread = threading.Thread(target=self._work, name="rlhf-lab-pairs", daemon=True)
+            # background(): torch on one thread in the worker, and stages leave it a core (rlhf_lab.threads)
+            self._thread = threading.Thread(target=background(self._work), name="rlhf-lab-pairs", daemon=True)
             self._thread.start()
 
     # -- consumer side ------------------------------------------------------------------------------

@@ -22,13 +22,18 @@ from rlhf_lab.monitor.progress import ProgressLine
 from rlhf_lab.rewards import is_model_pair
 from rlhf_lab.runs import Run, is_run, load_run
 from rlhf_lab.tasks import Task, task
+from rlhf_lab.threads import apply_threads
 from rlhf_lab.tracking import close_trackers
 
 
 def start_run(stage: str, config, callbacks: list | None = None) -> Run:
     """Open the stage's run: its folder (emptied of an earlier run's files when output_dir is reused),
     its metrics logger, and a LiveMonitor unless config.monitor is off or the caller brought one (one
-    monitor per run: one widget, one monitor.html). Hand `run.callbacks` to the trainer."""
+    monitor per run: one widget, one monitor.html). Hand `run.callbacks` to the trainer.
+
+    Every stage (PPOSession too) starts here, so torch's thread count is set here (`rlhf_lab.threads`): from the
+    free CPUs, or as RLHF_LAB_THREADS / lab.set_threads say; summary.json records it under "threads"."""
+    threads = apply_threads()
     callbacks = list(callbacks or [])
     monitor = next((c for c in callbacks if isinstance(c, LiveMonitor)), None)
     if monitor is None and config.monitor:
@@ -37,7 +42,9 @@ def start_run(stage: str, config, callbacks: list | None = None) -> Run:
     if monitor is not None:
         monitor.finished_by_run = True  # `run.finish` draws monitor.html once, with the samples
         callbacks.insert(callbacks.index(monitor) + 1, ProgressLine(monitor))  # after it: the widget exists
-    return Run(stage, config, callbacks=callbacks, monitor=monitor)
+    run = Run(stage, config, callbacks=callbacks, monitor=monitor)
+    run.threads = threads.as_dict()
+    return run
 
 
 TRL_PRINTERS = ("PrinterCallback", "ProgressCallback", "NotebookProgressCallback")
