@@ -8,7 +8,8 @@ Before each cell the kernel resets its peak (5 written to /proc/self/clear_refs,
 peak (VmHWM) and what stays resident (VmRSS, after a gc and malloc_trim) go to a JSON lines file. The kernel's peak over all
 cells is the run's peak RSS (papermill's own process is small). Each `--tree` (default: this checkout) runs
 its own copy of the notebook with that tree first on PYTHONPATH, one tree after the other, and the table puts
-them side by side, with ratios of the later trees to the first. `-p` overrides a notebook parameter (a
+them side by side, with ratios of the last tree to the first (`--baseline FILE` puts an earlier run's trees
+first: peak RSS does not depend on what else runs, as time does). `-p` overrides a notebook parameter (a
 quicker look: `-p sft_steps 2 -p ppo_updates 2`); the recorded values (`lab.record`) are printed per tree so
 that results can be compared too.
 """
@@ -113,10 +114,11 @@ def main() -> None:
     parser.add_argument("-p", nargs=2, action="append", default=[], metavar=("NAME", "VALUE"))
     parser.add_argument("--out", type=Path, default=Path("runs/stage_memory"))
     parser.add_argument("--json", type=Path)
+    parser.add_argument("--baseline", type=Path, help="an earlier run's --json file: its trees come first")
     args = parser.parse_args()
     trees = [t.resolve() for t in (args.tree or [HERE])]
-    results = []
-    for index, tree in enumerate(trees):
+    results = json.loads(args.baseline.read_text()) if args.baseline else []
+    for index, tree in enumerate(trees, start=len(results)):
         out = Path(
             tempfile.mkdtemp(prefix=f"tree{index}-", dir=args.out.mkdir(parents=True, exist_ok=True) or args.out)
         )

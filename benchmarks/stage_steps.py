@@ -5,8 +5,8 @@
 
 Each run is a fresh child process (this script with `--child STAGE`) with its tree first on PYTHONPATH, so its
 peak RSS (`ru_maxrss`, the whole stage: model load, training, the normalization pass and the held-out
-evaluation) is that run's alone. The order of the trees rotates every round. Settings are the example
-configs' (configs/reward.yaml: 8 pairs per step, max_length 512; configs/dpo.yaml: 4 pairs per forward, 16
+evaluation) is that run's alone. The order of the trees rotates every round. Settings are each tree's own
+example configs (configs/reward.yaml: 8 pairs per step, max_length 512; configs/dpo.yaml: 4 pairs per forward, 16
 per optimizer step, max_length 512, one epoch) on the first `--pairs` starter pairs, so that one epoch is a
 few steps; the reward model trains `--steps` steps. Time per optimizer step is the median between
 `on_step_begin` and `on_step_end`, the first step left out; a reference pass made before training (DPO's
@@ -51,7 +51,8 @@ def child(stage: str, steps: int, pairs: int, out: str) -> dict:
 
     clock = Clock()
     data = lab.starter_data("preference", "train").select(range(pairs))
-    settings = yaml.safe_load((HERE / "configs" / f"{stage}.yaml").read_text())
+    tree = Path(lab.__file__).resolve().parents[1]  # the tree under test: its own example configs
+    settings = yaml.safe_load((tree / "configs" / f"{stage}.yaml").read_text())
     settings = {k: v for k, v in settings.items() if k not in ("model", "data")}
     settings.update(output_dir=out, monitor=False, disable_tqdm=True, report_to="none")
     if stage == "reward":

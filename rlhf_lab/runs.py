@@ -23,12 +23,14 @@ from __future__ import annotations
 
 import copy
 import functools
+import gc
 import json
 import math
 import os
 import time
+import weakref
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -48,9 +50,14 @@ RUN_FILES = (MANIFEST, "metrics.jsonl", "summary.json", "samples.jsonl", "config
 LEGACY_ENSEMBLE = "ensemble.json"  # how ensembles marked a finished folder before run.json had kind "ensemble"
 
 
-@dataclass
+@dataclass(eq=False)
 class RunResult:
-    """A finished (or reloaded) run: its model and tokenizer, metrics, summary and folder."""
+    """A finished (or reloaded) run: its model and tokenizer, metrics, summary and folder.
+
+    `offload()` lets the model leave memory: the run folder holds its weights, and `model` / `bundle` load
+    them back when used, held only while something uses them (a weak reference), so a notebook that offloads
+    its runs keeps one model in memory at a time. The tokenizer stays.
+    """
 
     stage: str
     model: Any
@@ -59,11 +66,40 @@ class RunResult:
     summary: dict
     output_dir: Path
     config: Any = None
-    bundle: ModelBundle | None = None
+    bundle: ModelBundle | None = field(default_factory=lambda: None)  # no class attribute: see __getattr__
 
     @property
     def name(self) -> str:
         return self.output_dir.name
+
+    def offload(self) -> RunResult:
+        """Drop the model from memory (returns the run). It comes back from `<run>/model` on use, the same
+        weights as when the run finished; changes made to the model in memory since then are lost."""
+        if not (self.output_dir / MANIFEST).exists():
+            raise ValueError(
+                f"{self.output_dir} holds no finished run, so the model could not come back. Fix: offload a run "
+                "a stage returned (or lab.load_run), whose folder has run.json and model/"
+            )
+        shell = self.__dict__.pop("bundle", None)
+        self.__dict__["_shell"] = None if shell is None else replace(shell, model=None)
+        self.__dict__["_loaded"] = lambda: None  # nothing loaded back yet
+        del self.__dict__["model"]
+        gc.collect()  # the memory goes now, not at some later collection
+        return self
+
+    @property
+    def offloaded(self) -> bool:
+        return "_loaded" in self.__dict__
+
+    def __getattr__(self, name: str) -> Any:  # only for names not set on the instance: model and bundle, offloaded
+        if name not in ("model", "bundle") or "_loaded" not in self.__dict__:
+            raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
+        model = self._loaded()
+        if model is None:
+            model = _load_bundle(self.output_dir, read_manifest(self.output_dir)).model
+            self.__dict__["_loaded"] = weakref.ref(model)
+        shell = self.__dict__["_shell"]
+        return model if name == "model" else None if shell is None else replace(shell, model=model)
 
     def __repr__(self) -> str:
         return f"RunResult(stage={self.stage!r}, output_dir='{self.output_dir}', steps={len(self.metrics)})"
@@ -97,6 +133,7 @@ class Run:
         self.is_main = getattr(config, "process_index", 0) == 0
         self.monitor = monitor
         self.ended: str | None = None  # "stopped" (monitor.stop()) or "interrupted" (KeyboardInterrupt)
+        self.threads: dict | None = None  # torch's thread count and why (`rlhf_lab.threads`), for summary.json
         self.rows: list[dict] = []
         self.logger = _metrics_logger_class()(self)
         self.callbacks = [self.logger, *callbacks]
@@ -167,6 +204,7 @@ class Run:
             "final": final,
             **summary,
             **(ended if self.ended else {}),
+            **({"threads": self.threads} if self.threads else {}),
         }
         if not hasattr(bundle.model, "peft_config"):
             # The trained weights now live in run/model; a config still naming the starting checkpoint
@@ -292,17 +330,23 @@ def member_metrics(members: list[RunResult]) -> Any:
     return pd.concat([m.metrics.assign(member=i) for i, m in enumerate(members)], ignore_index=True)
 
 
-def _load_model_run(path: Path, manifest: dict) -> RunResult:
-    import pandas as pd
-
+def _load_bundle(path: Path, manifest: dict) -> ModelBundle:
     from rlhf_lab.models import load_policy, load_reward_model
 
     base = manifest.get("base")
     if base == "base":  # saved inside the run folder
         base = str(path / "base")
-    reward = manifest["kind"] == "reward"
-    bundle = (load_reward_model if reward else load_policy)(path / "model", adapter_base=base, dtype="auto")
+    loader = load_reward_model if manifest["kind"] == "reward" else load_policy
+    bundle = loader(path / "model", adapter_base=base, dtype="auto")
     bundle.name = path.name
+    return bundle
+
+
+def _load_model_run(path: Path, manifest: dict) -> RunResult:
+    import pandas as pd
+
+    reward = manifest["kind"] == "reward"
+    bundle = _load_bundle(path, manifest)
     metrics = pd.DataFrame(read_jsonl(path / "metrics.jsonl")) if (path / "metrics.jsonl").exists() else pd.DataFrame()
     # A reward run is callable as rm(prompts, completions), like the run that made it.
     return (RewardRun if reward else RunResult)(

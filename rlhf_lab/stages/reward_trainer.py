@@ -23,7 +23,7 @@ import trl
 from accelerate.utils import DistributedType
 from torch import nn
 
-CHUNK_TOKENS = 2048  # padded tokens per forward pass (chosen and rejected of the chunk's pairs)
+CHUNK_TOKENS = 512  # padded tokens per forward pass (chosen and rejected of the chunk's pairs): small, on a CPU
 
 
 def pair_chunks(lengths: torch.Tensor, budget: int = CHUNK_TOKENS) -> list[torch.Tensor]:
