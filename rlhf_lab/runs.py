@@ -80,6 +80,8 @@ class RunResult:
                 f"{self.output_dir} holds no finished run, so the model could not come back. Fix: offload a run "
                 "a stage returned (or lab.load_run), whose folder has run.json and model/"
             )
+        if self.offloaded:  # already out: what was loaded back is held weakly, and goes when unused
+            return self
         shell = self.__dict__.pop("bundle", None)
         self.__dict__["_shell"] = None if shell is None else replace(shell, model=None)
         self.__dict__["_loaded"] = lambda: None  # nothing loaded back yet
