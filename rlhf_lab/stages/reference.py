@@ -160,12 +160,14 @@ def release(model: Any) -> Any:
 
 def precompute_pays(config: Any, examples: int) -> bool:
     """Resolve `precompute_ref_log_probs=None`: precompute when the run reads every example at least once, so the
-    pass before training costs no more than the reference passes it saves (and the reference copy is not needed)."""
+    pass before training costs no more than the reference passes it saves (and the reference copy is not needed).
+    In one process only: TRL hands the log-probs to the other processes through a datasets cache file, which the
+    processes of an in-memory dataset do not share (each has its own temporary cache)."""
     if getattr(config, "precompute_ref_log_probs", False) is not None:
         return bool(getattr(config, "precompute_ref_log_probs", False))
     batch = config.per_device_train_batch_size * config.gradient_accumulation_steps * max(1, config.world_size)
     reads = config.max_steps * batch if config.max_steps > 0 else config.num_train_epochs * examples
-    config.precompute_ref_log_probs = not config.sync_ref_model and reads >= examples
+    config.precompute_ref_log_probs = not config.sync_ref_model and config.world_size == 1 and reads >= examples
     return config.precompute_ref_log_probs
 
 
