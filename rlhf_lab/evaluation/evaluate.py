@@ -162,16 +162,13 @@ class _Evaluation:
         self.reward = None if reward is None else as_scorer(reward, batch_size=sampling.get("batch_size", 16))
         self.gold = None if gold is None else gold_scorer(gold)
         self.pure = all(sampling.get(k, v) == v for k, v in PURE.items())
-        self._cache: dict[tuple[int, bool], tuple[Samples, dict]] = {}
-        self._alive: dict[tuple, Any] = {}  # a weak reference to each cached policy's weights
+        # key -> (a weak reference to the policy's weights, its samples, their scores)
+        self._cache: dict[tuple, tuple[Any, Samples, dict]] = {}
 
     def samples(self, policy: Policy, pure: bool = False) -> tuple[Samples, dict[str, np.ndarray]]:
         # a run or bundle is keyed by its weights; best-of-n shares its base's weights, so also by its n and reward
         key = (id(policy.model), getattr(policy, "n", 1), id(getattr(policy, "scorer", None)), pure)
-        if key in self._cache and self._alive[key]() is not policy.model:  # freed weights, their id reused
-            del self._cache[key]
-        if key not in self._cache:
-            self._alive[key] = weakref.ref(policy.model)
+        if key not in self._cache or self._cache[key][0]() is not policy.model:  # new, or freed and its id reused
             settings = {**self.sampling, **(PURE if pure else {})}
             drawn = sample(policy, self.prompts, **settings)
             scores = {}
@@ -179,8 +176,8 @@ class _Evaluation:
                 scores["reward"] = self.reward(drawn.prompts, drawn.texts)
             if self.gold is not None:
                 scores["gold"] = self.gold(drawn.prompts, drawn.texts)
-            self._cache[key] = (drawn, scores)
-        return self._cache[key]
+            self._cache[key] = (weakref.ref(policy.model), drawn, scores)
+        return self._cache[key][1:]
 
     def figures(self, policy: Policy, *, ref: Any = None, baseline: Any = None) -> dict[str, Any]:
         drawn, scores = self.samples(policy)
