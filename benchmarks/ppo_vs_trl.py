@@ -1,7 +1,7 @@
 """Our PPO engine (`lab.ppo`) against trl 1.10's PPOTrainer: time per update and peak RSS, as ratios.
 
     .venv/bin/pip install --no-deps --target /tmp/trl110 trl==1.10.0      # never a project dependency
-    .venv/bin/python benchmarks/ppo_vs_trl.py --trl-dir /tmp/trl110 [--configs tiny smol smol-lora]
+    .venv/bin/python benchmarks/ppo_vs_trl.py --trl-dir /tmp/trl110 [--configs tiny smol smol-lora smol-lora-ckpt]
         [--rounds-tiny 2] [--rounds-smol 2] [--updates-tiny 8] [--updates-smol 3] [--json FILE]
 
 Every measurement is a fresh child process (this script with `--child ours|trl`), so its peak RSS
@@ -22,7 +22,9 @@ LlamaForSequenceClassification; ours is the value head on the policy trunk (crit
 
 Configs: `tiny` (the baseline's tiny Llama: hidden 64, 2 layers, batch 8, 24 new tokens), `smol` (the
 embedded SmolLM2-135M, batch 4, 32 new tokens, full fine-tuning on both sides) and `smol-lora` (ours
-with LoRA r=16: policy, critic head and reference share one base; against the same trl full runs).
+with LoRA r=16: policy, critic head and reference share one base; against the same trl full runs);
+`smol-lora-ckpt` is ours with LoRA and `gradient_checkpointing=True` (activations recomputed in the
+backward pass: the one flag a user adds for less memory), against the same trl full runs.
 """
 
 from __future__ import annotations
@@ -327,7 +329,7 @@ def child_ours(a) -> dict:
         generation_backend="hf",
         max_grad_norm=None,
         bf16=False,
-        gradient_checkpointing=False,
+        gradient_checkpointing=bool(a.checkpointing),
         monitor=False,
         num_samples=0,
         save_every=0,
@@ -338,7 +340,7 @@ def child_ours(a) -> dict:
     logs = timer.logs
     med = lambda key: statistics.median(r[key] for r in logs[1:] or logs) if logs else None  # noqa: E731
     return _result(
-        "ours-lora" if a.lora else "ours",
+        ("ours-lora" + ("-ckpt" if a.checkpointing else "")) if a.lora else "ours",
         a,
         timer,
         {
@@ -376,8 +378,10 @@ def run_child(side: str, mode: str, updates: int, opts, workdir: Path, tag: str)
         "--result",
         str(out),
     ]
-    if side == "ours-lora":
+    if side.startswith("ours-lora"):
         cmd += ["--lora", str(opts.lora_r)]
+    if side.endswith("-ckpt"):
+        cmd += ["--checkpointing", "1"]
     env = {**os.environ, "OMP_NUM_THREADS": "2", "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
     paths = [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p and Path(p) != Path(opts.trl_dir)]
     if side == "trl":
@@ -440,7 +444,7 @@ def report(results: list[dict], configs: list[str]) -> str:
         "|---|" + "---|" * len(RATIOS),
     ]
     for name in configs:
-        mode, ours = ("smol", "ours-lora") if name == "smol-lora" else (name, "ours")
+        mode, ours = ("smol", "ours-" + name[len("smol-") :]) if name.startswith("smol-") else (name, "ours")
         rows = _pairs(results, mode, ours)
         if not rows:
             continue
@@ -466,9 +470,11 @@ def parent(opts) -> None:
     if "tiny" in opts.configs:
         plan += [("tiny", opts.updates_tiny, rnd, ["ours", "trl"]) for rnd in range(opts.rounds_tiny)]
     smol_sides = [
-        s for s, c in (("ours", "smol"), ("trl", None), ("ours-lora", "smol-lora")) if c is None or c in opts.configs
+        s
+        for s, c in (("ours", "smol"), ("trl", None), ("ours-lora", "smol-lora"), ("ours-lora-ckpt", "smol-lora-ckpt"))
+        if c is None or c in opts.configs
     ]
-    if "smol" in opts.configs or "smol-lora" in opts.configs:
+    if len(smol_sides) > 1:
         plan += [("smol", opts.updates_smol, rnd, smol_sides) for rnd in range(opts.rounds_smol)]
     started = time.perf_counter()
     for mode, updates, rnd, sides in plan:
@@ -500,7 +506,8 @@ def parent(opts) -> None:
 
 def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--configs", nargs="+", choices=["tiny", "smol", "smol-lora"], default=["tiny", "smol", "smol-lora"])
+    choices = ["tiny", "smol", "smol-lora", "smol-lora-ckpt"]
+    p.add_argument("--configs", nargs="+", choices=choices, default=choices[:3])
     p.add_argument("--rounds-tiny", type=int, default=2)
     p.add_argument("--rounds-smol", type=int, default=2)
     p.add_argument("--updates-tiny", type=int, default=8)
@@ -516,6 +523,7 @@ def main(argv=None) -> None:
     p.add_argument("--mode", choices=list(CONFIGS), help=argparse.SUPPRESS)
     p.add_argument("--updates", type=int, help=argparse.SUPPRESS)
     p.add_argument("--lora", type=int, default=0, help=argparse.SUPPRESS)
+    p.add_argument("--checkpointing", type=int, default=0, help=argparse.SUPPRESS)
     p.add_argument("--output-dir", help=argparse.SUPPRESS)
     p.add_argument("--result", help=argparse.SUPPRESS)
     opts = p.parse_args(argv)

@@ -218,6 +218,15 @@ def test_an_isolated_inf_grad_norm_is_tolerated_but_a_sustained_one_fires():
     assert [a.rule for a in diag.alerts] == ["non_finite"] and "grad_norm" in diag.alerts[0].message
 
 
+def test_an_undefined_explained_variance_is_no_overflow():
+    diag = Diagnostics()  # every reward equal: constant returns, explained variance NaN by definition
+    for t in range(1, 30):
+        diag.update(t, {"loss/policy_avg": 0.1, "val/explained_variance": math.nan})
+    assert diag.alerts == []
+    diag.update(30, {"loss/policy_avg": math.nan, "val/explained_variance": math.nan})
+    assert [a.rule for a in diag.alerts] == ["non_finite"] and "explained" not in diag.alerts[0].message
+
+
 def test_alerts_are_json_safe_and_every_rule_has_a_cause_and_remedy():
     diag = run(healthy_ppo(**CRAFTED["non_finite"]))
     assert json.loads(json.dumps(diag.summary()))[0]["rule"] == "non_finite"

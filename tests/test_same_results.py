@@ -1,6 +1,7 @@
 """Speed and memory changes leave results unchanged at a fixed seed (issue 17): LoRA adapters merged into
-the base while PPO samples, then unmerged; results offloaded to their run folders and loaded back (see also
-tests/test_runs.py::TestOffload and tests/test_evaluate.py for lab.compare over offloaded runs)."""
+the base while PPO samples, then unmerged; PPO's fused AdamW; results offloaded to their run folders and
+loaded back (see also tests/test_runs.py::TestOffload and tests/test_evaluate.py for lab.compare over
+offloaded runs)."""
 
 import contextlib
 
@@ -27,7 +28,7 @@ def same_run(a, b, *, rows: int, weights: float = 1e-5) -> None:
         keys = [k for k in x if not k.startswith(TIMING) and "runtime" not in k and "per_second" not in k]
         assert [y[k] for k in keys] == pytest.approx([x[k] for k in keys], rel=1e-5, abs=1e-5, nan_ok=True)
     for p, q in zip(a.model.parameters(), b.model.parameters()):
-        assert torch.allclose(p, q, atol=weights)
+        assert torch.allclose(p, q, atol=weights), float((p - q).abs().max())
 
 
 def lora_model():
@@ -67,6 +68,42 @@ def test_lora_ppo_learns_the_same_with_merged_sampling(tmp_path, monkeypatch):
     apart = run("apart")
     same_run(merged, apart, rows=3)
     assert merged.metrics["objective/kl"].abs().max() > 0  # it trained
+
+
+def test_ppo_with_the_fused_adamw_learns_the_same(tmp_path, monkeypatch):
+    from rlhf_lab.stages.ppo import trainer
+
+    def run(name):
+        config = lab.PPOConfig(output_dir=str(tmp_path / name), total_updates=3, batch_size=4, mini_batch_size=2,
+                               ppo_epochs=2, max_new_tokens=8, learning_rate=1e-2, seed=0, monitor=False)  # fmt: skip
+        return lab.ppo(lab.tiny_model("causal", seed=0), vowels, PROMPTS, config)
+
+    kinds, real = [], trainer.adamw
+
+    def watched(params, lr):
+        optimizer = real(params, lr)
+        kinds.append(optimizer.defaults["fused"])
+        return optimizer
+
+    monkeypatch.setattr(trainer, "adamw", watched)
+    fused = run("fused")
+    monkeypatch.setattr(trainer, "adamw", lambda params, lr: torch.optim.AdamW(params, lr=lr, weight_decay=0.0))
+    loop = run("loop")
+    assert kinds == [True]  # the fused kernel on this CPU
+    same_run(fused, loop, rows=3, weights=5e-5)  # 12 steps at lr 1e-2: rounding moves a weight by up to ~1e-5
+    assert fused.metrics["objective/kl"].abs().max() > 0  # it trained
+
+    def stepped(make):
+        weight = torch.nn.Parameter(torch.linspace(-1, 1, 64))
+        optimizer = make([weight], 1e-3)
+        for i in range(3):
+            weight.grad = torch.sin(torch.arange(64.0) * (i + 1))
+            optimizer.step()
+        return weight.detach()
+
+    # one optimizer, step for step: the same lr, betas, eps and no weight decay as the loop kernel
+    assert torch.allclose(stepped(real), stepped(lambda params, lr: torch.optim.AdamW(params, lr, weight_decay=0.0)),
+                          atol=1e-8)  # fmt: skip
 
 
 def test_dpo_with_precomputed_reference_log_probs_learns_the_same(tmp_path):

@@ -53,6 +53,9 @@ class Thresholds:
     # fp16 loss scaling logs an inf grad norm on the (skipped) overflow steps of a healthy run, so
     # these metrics must stay non-finite for `window` logs in a row before they count.
     nonfinite_tolerant: tuple[str, ...] = ("grad_norm",)
+    # NaN by definition in a healthy batch, never an overflow: the critic's explained variance when every
+    # return is equal (all rewards the same, e.g. a person rating a whole batch 3)
+    nonfinite_undefined: tuple[str, ...] = ("val/explained_variance",)
 
     @classmethod
     def coerce(cls, value: Thresholds | Mapping[str, Any] | None) -> Thresholds:

@@ -234,6 +234,8 @@ NOT_LEARNING_CAUSE = (
 def check_nonfinite(diag: Diagnostics) -> str | None:
     bad = []
     for name in diag.last_keys:
+        if name in diag.thresholds.nonfinite_undefined:
+            continue
         track = diag.tracks[name]
         needed = diag.thresholds.window if name in diag.thresholds.nonfinite_tolerant else 1
         if track.nonfinite_run >= needed:
