@@ -8,10 +8,10 @@ from __future__ import annotations
 import json
 import re
 import sqlite3
-import time
 
 import nbformat
 import pytest
+from waiting import wait
 
 pytestmark = pytest.mark.browser
 
@@ -51,14 +51,6 @@ def cells(store: str, out: str, mode: str) -> list[str]:
         ]
     )
     return [first, second]
-
-
-def wait(predicate, timeout_s: float, what: str, details) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not predicate():
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out after {timeout_s}s waiting for {what}\n{details()}")
-        time.sleep(0.1)
 
 
 def labels(store) -> list[str]:

@@ -6,10 +6,9 @@
 
 from __future__ import annotations
 
-import time
-
 import pytest
 from run_helpers import execute_notebook
+from waiting import wait
 
 pytestmark = pytest.mark.browser
 
@@ -32,15 +31,6 @@ def drawn_charts(page) -> int:
     )
 
 
-def wait_for(predicate, timeout_s: float) -> bool:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.2)
-    return bool(predicate())
-
-
 def test_executed_notebook_charts_draw_in_the_html_export_and_in_jupyterlab(
     lab_server, page, browser_artifacts, monkeypatch
 ):
@@ -54,9 +44,8 @@ def test_executed_notebook_charts_draw_in_the_html_export_and_in_jupyterlab(
 
     page.route("http*://**", lambda route: route.abort())  # offline: a chart must not need a CDN
     page.goto(export.as_uri(), wait_until="load")
-    assert wait_for(lambda: drawn_charts(page) == 3, 30), (
-        f"{drawn_charts(page)} of 3 charts drawn in the HTML export\n" + "\n".join(page.rlhf_console[-20:])
-    )
+    wait(lambda: drawn_charts(page) == 3, 30, "3 charts drawn in the HTML export",
+         lambda: f"{drawn_charts(page)} drawn\n" + "\n".join(page.rlhf_console[-20:]))  # fmt: skip
     page.screenshot(path=str(browser_artifacts / "static_charts-export.png"), full_page=True)
     ticks = page.evaluate("() => [...document.querySelectorAll('g[class$=tick] text')].map(t => t.textContent)")
     assert not [t for t in ticks if len(t) > 8], ticks
@@ -65,9 +54,7 @@ def test_executed_notebook_charts_draw_in_the_html_export_and_in_jupyterlab(
     page.unroute("http*://**")
     page.goto(lab_server.lab_url(executed), wait_until="domcontentloaded", timeout=60_000)
     rendered = page.locator(".jp-RenderedPlotly")
-    assert wait_for(lambda: rendered.count() == 3 and drawn_charts(page) == 3, 60), (
-        f"JupyterLab drew {drawn_charts(page)} of 3 charts ({rendered.count()} plotly outputs)\n"
-        + "\n".join(page.rlhf_console[-20:])
-        + lab_server.log_tail()
-    )
+    wait(lambda: rendered.count() == 3 and drawn_charts(page) == 3, 60, "JupyterLab to draw 3 charts",
+         lambda: f"{drawn_charts(page)} drawn ({rendered.count()} plotly outputs)\n"
+         + "\n".join(page.rlhf_console[-20:]) + lab_server.log_tail())  # fmt: skip
     page.screenshot(path=str(browser_artifacts / "static_charts-jupyterlab.png"))

@@ -7,27 +7,16 @@ from __future__ import annotations
 import contextlib
 import sqlite3
 import time
-from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 from panel_notebook import ANNOTATOR, ITEMS, XSS_IMG, XSS_SCRIPT, write_notebook
+from waiting import wait
 
 pytestmark = pytest.mark.browser
 
 STATUSBAR = "#jp-main-statusbar"
 FIRST_CELL = ".jp-Notebook .jp-CodeCell >> nth=0"
-
-
-def _wait(predicate: Callable[[], object], timeout_s: float, what: str, details: Callable[[], str]) -> object:
-    deadline = time.monotonic() + timeout_s
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out after {timeout_s}s waiting for {what}\n{details()}")
-        time.sleep(0.1)
 
 
 def _event_count(store_path: Path) -> int:
@@ -61,7 +50,7 @@ def test_keys_label_into_the_store_and_markup_stays_text(lab_server, page, brows
     try:
         page.goto(lab_server.lab_url(notebook), wait_until="domcontentloaded", timeout=60_000)
         # A Shift+Enter sent before the kernel is connected is dropped without a word.
-        _wait(
+        wait(
             lambda: "| Idle" in (page.locator(STATUSBAR).inner_text() if page.locator(STATUSBAR).count() else ""),
             90,
             "the status bar to read '| Idle'",
@@ -88,7 +77,7 @@ def test_keys_label_into_the_store_and_markup_stays_text(lab_server, page, brows
             outputs = cell.locator(".jp-OutputArea").inner_text()
             pytest.fail(f"no panel appeared; the cell's output: {outputs!r}\n{details()}")
         progress = panel.locator("[data-testid=progress]")
-        _wait(lambda: "labeled 0 / queued 4" in progress.inner_text(), 30, "the first item", details)
+        wait(lambda: "labeled 0 / queued 4" in progress.inner_text(), 30, "the first item", details)
 
         # Markup in generated text is shown as the characters it is, never parsed.
         first, second = (panel.locator(f"[data-testid=candidate-text-{i}]") for i in (0, 1))
@@ -114,14 +103,14 @@ def test_keys_label_into_the_store_and_markup_stays_text(lab_server, page, brows
             focused = page.evaluate("document.activeElement && document.activeElement.dataset.testid")
             assert focused == "panel", f"the panel lost the keyboard focus (to {focused!r}) before {key!r}"
             page.keyboard.press(key)
-            _wait(
+            wait(
                 lambda n=events: _event_count(store_path) >= n,
                 15,
                 f"event #{events} in {store_path} after pressing {key!r}",
                 details,
             )
             # The next key must name the item now on screen: wait for the front end to show it.
-            _wait(
+            wait(
                 lambda e=expected, s=shown: (
                     e in progress.inner_text() and panel.locator("[data-testid=prompt]").inner_text() == s
                 ),

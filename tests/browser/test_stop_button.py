@@ -5,11 +5,11 @@ checkpoint); resumed, it matches an uninterrupted run to 1e-5."""
 from __future__ import annotations
 
 import json
-import time
 
 import nbformat
 import pytest
 from run_helpers import assert_same_run
+from waiting import wait
 
 import rlhf_lab as lab
 
@@ -37,14 +37,6 @@ def notebook_source(out: str) -> str:
             "print('stopped at', run.summary['stopped_at'])",
         ]
     )
-
-
-def wait(predicate, timeout_s: float, what: str, details) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not predicate():
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out after {timeout_s}s waiting for {what}\n{details()}")
-        time.sleep(0.1)
 
 
 def test_stop_button_ends_ppo_cleanly_and_the_run_resumes_exactly(lab_server, page, browser_artifacts, tmp_path):
