@@ -17,6 +17,7 @@ import os
 import statistics
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
@@ -32,11 +33,12 @@ def child(side: str, updates: int) -> dict:
 
     if side == "loop":
         trainer.adamw = lambda params, lr: torch.optim.AdamW(params, lr=lr, weight_decay=0.0)
-    args = argparse.Namespace(
-        mode="smol", updates=updates, model_dir=str(embedded.embedded_path()), temperature=0.7,
-        output_dir=f"/tmp/ppo-optimizer-{side}-{os.getpid()}", lora=0, checkpointing=0,
-    )  # fmt: skip
-    res = ppo_vs_trl.child_ours(args)
+    with tempfile.TemporaryDirectory(prefix=f"ppo-optimizer-{side}-") as out:  # the run folder goes with it
+        args = argparse.Namespace(
+            mode="smol", updates=updates, model_dir=str(embedded.embedded_path()), temperature=0.7,
+            output_dir=out, lora=0, checkpointing=0,
+        )  # fmt: skip
+        res = ppo_vs_trl.child_ours(args)
     return {k: res[k] for k in ("median_s", "median_cpu_s", "rollout_s", "update_s", "sec_per_update")}
 
 

@@ -6,8 +6,8 @@
 Each run is a fresh child process (this script with `--child STAGE`) with its tree first on PYTHONPATH, so its
 peak RSS (`ru_maxrss`, the whole stage: model load, training, the normalization pass and the held-out
 evaluation) is that run's alone. The order of the trees rotates every round. Settings are each tree's own
-example configs (configs/reward.yaml: 8 pairs per step, max_length 512; configs/dpo.yaml: 4 pairs per forward, 16
-per optimizer step, max_length 512, one epoch) on the first `--pairs` starter pairs, so that one epoch is a
+example configs (configs/reward.yaml: 8 pairs per step, max_length 512; configs/dpo.yaml: 16 pairs per
+optimizer step, max_length 512, one epoch; pairs per forward pass 4 before issue 17, 1 since) on the first `--pairs` starter pairs, so that one epoch is a
 few steps; the reward model trains `--steps` steps. Time per optimizer step is the median between
 `on_step_begin` and `on_step_end`, the first step left out; a reference pass made before training (DPO's
 precomputed log-probs) is reported apart, in `before_s`. Each child prints its final logged loss and metrics,
